@@ -1,0 +1,6 @@
+"""Embedding tables and the per-field embedding module."""
+
+from ctrzip.nn.embedding.base import DenseTable, EmbeddingTable
+from ctrzip.nn.embedding.field import FieldEmbedding
+
+__all__ = ["DenseTable", "EmbeddingTable", "FieldEmbedding"]
