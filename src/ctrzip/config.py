@@ -61,7 +61,10 @@ def _convert(value: Any, tp: Any, source: str | None, path: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
                 raise ConfigError(f"{_where(source, path)} must have {len(args)} items, got {len(value)}")
-            items = [_convert(v, a, source, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
+            items = [
+                _convert(v, a, source, f"{path}[{i}]")
+                for i, (v, a) in enumerate(zip(value, args, strict=True))
+            ]
         else:
             item_tp = args[0] if args else Any
             items = [_convert(v, item_tp, source, f"{path}[{i}]") for i, v in enumerate(value)]

@@ -57,7 +57,9 @@ class FieldEmbedding(nn.Module):
             self.tables[f.name] = t
         if tables:
             raise ValueError(f"tables given for unknown fields: {sorted(tables)}")
-        self.dense_embeds = nn.ModuleDict({f.name: DenseFieldEmbed(dim, init_std) for f in schema.dense_fields})
+        self.dense_embeds = nn.ModuleDict(
+            {f.name: DenseFieldEmbed(dim, init_std) for f in schema.dense_fields}
+        )
         self._slices = schema.sparse_slices()
         self._dense_idx = schema.dense_index()
         self._order = [(f.name, f.kind) for f in schema.fields]
