@@ -5,9 +5,12 @@ per-field tables implement ``EmbeddingTable``. Compression swaps tables, never m
 from __future__ import annotations
 
 import abc
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from ctrzip.nn.swappable import register_swappable
 
 
 class EmbeddingTable(nn.Module, abc.ABC):
@@ -40,6 +43,7 @@ def tensor_bytes(*tensors: Tensor) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+@register_swappable
 class DenseTable(EmbeddingTable):
     """A plain float table (the uncompressed baseline).
 
@@ -78,3 +82,14 @@ class DenseTable(EmbeddingTable):
 
     def nbytes(self) -> int:
         return tensor_bytes(self.weight)
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "num_embeddings": self.num_embeddings,
+            "embedding_dim": self.embedding_dim,
+            "padding_idx": self.padding_idx,
+        }
+
+    @classmethod
+    def empty(cls, **spec: Any) -> DenseTable:
+        return cls(**spec)
