@@ -26,6 +26,7 @@ class CompressionMethod(abc.ABC, Generic[C]):
     """
 
     key: ClassVar[str] = ""
+    config_class: ClassVar[type] = object
 
     def __init__(self, config: C) -> None:
         self.config = config
@@ -43,6 +44,7 @@ def register_method(key: str, config_cls: type):  # type: ignore[no-untyped-def]
 
     def deco(cls: type[CompressionMethod[Any]]) -> type[CompressionMethod[Any]]:
         cls.key = key
+        cls.config_class = config_cls
         METHODS.register(key)(cls)
         _BY_CONFIG[config_cls] = cls
         return cls
