@@ -1,0 +1,5 @@
+"""Pickle-free model artifacts."""
+
+from ctrzip.export.artifact import ArtifactError, load, save
+
+__all__ = ["ArtifactError", "load", "save"]

@@ -1,0 +1,152 @@
+"""Save and load a (possibly compressed) model as a pickle-free folder.
+
+Layout::
+
+    model.safetensors   every parameter and buffer (codes included)
+    manifest.json       model registry key + config, swapped modules {fqn: {type, spec}},
+                        compression log, versions
+    schema.json         the FeatureSchema the model was trained on
+    checksums.json      sha256 of the three files above
+
+``load`` rebuilds the float model from the manifest, replays each swapped module with its
+``empty(**spec)`` constructor, then loads the weights strictly. Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import ctrzip
+from ctrzip.data.schema import FeatureSchema
+from ctrzip.models.base import CTRModel, build_model
+from ctrzip.nn.embedding.base import DenseTable
+from ctrzip.nn.swappable import SWAPPABLE, replace_module
+
+FORMAT_VERSION = 1
+_FILES = ("model.safetensors", "manifest.json", "schema.json")
+
+
+class ArtifactError(ValueError):
+    """An artifact folder is missing, corrupt or inconsistent."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def swapped_modules(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """{fqn: {"type", "spec"}} for every swappable module that is not a default DenseTable.
+
+    Modules nested inside a recorded module are rebuilt by their parent, so they are skipped.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for fqn, mod in model.named_modules():
+        if not fqn or any(fqn.startswith(p + ".") for p in out):
+            continue
+        name = type(mod).__name__
+        if name not in SWAPPABLE or type(mod) is DenseTable:
+            continue
+        out[fqn] = {"type": name, "spec": mod.spec()}  # type: ignore[operator]
+    return out
+
+
+def _state_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
+    state, seen = {}, {}
+    for k, v in model.state_dict().items():
+        t = v.detach().to("cpu")
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        # safetensors refuses aliased tensors: store a private copy of any alias
+        state[k] = t.clone().contiguous() if key in seen else t.contiguous()
+        seen[key] = k
+    return state
+
+
+def save(path: str | Path, model: CTRModel, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` to folder ``path`` (created; files replaced atomically one by one)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "ctrzip_version": ctrzip.__version__,
+        "torch_version": torch.__version__,
+        **model.spec(),
+        "modules": swapped_modules(model),
+        "compression_log": getattr(model, "compression_log", []),
+        "extra": extra or {},
+    }
+    _atomic_write(path / "manifest.json", json.dumps(manifest, indent=2).encode())
+    _atomic_write(path / "schema.json", json.dumps(model.schema.to_dict(), indent=2).encode())
+    tmp = path / "model.safetensors.tmp"
+    save_file(
+        _state_for_saving(model), str(tmp), metadata={"format": "ctrzip", "version": str(FORMAT_VERSION)}
+    )
+    os.replace(tmp, path / "model.safetensors")
+    sums = {name: _sha256(path / name) for name in _FILES}
+    _atomic_write(path / "checksums.json", json.dumps(sums, indent=2).encode())
+    return path
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not (path / "manifest.json").exists():
+        raise ArtifactError(f"{path}: not a ctrzip artifact (no manifest.json)")
+    return json.loads((path / "manifest.json").read_text())
+
+
+def verify(path: str | Path) -> None:
+    """Check every file against checksums.json; raise ``ArtifactError`` naming the bad file."""
+    path = Path(path)
+    sums_file = path / "checksums.json"
+    if not sums_file.exists():
+        raise ArtifactError(f"{path}: no checksums.json; refusing to load an unverified artifact")
+    sums = json.loads(sums_file.read_text())
+    for name in _FILES:
+        f = path / name
+        if not f.exists():
+            raise ArtifactError(f"{f}: missing")
+        if _sha256(f) != sums.get(name):
+            raise ArtifactError(f"{f}: checksum mismatch (file changed or corrupt); refusing to load")
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> CTRModel:
+    """Rebuild a saved model (compressed modules included) and load its weights strictly."""
+    path = Path(path)
+    read_manifest(path)  # clear error for a folder that is not an artifact at all
+    verify(path)
+    manifest = read_manifest(path)
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(f"{path}: format_version {manifest.get('format_version')} is not supported")
+    schema = FeatureSchema.load(path / "schema.json")
+    model = build_model(manifest["model"], schema, manifest["config"])
+    for fqn, entry in manifest["modules"].items():
+        cls = SWAPPABLE.get(entry["type"])
+        replace_module(model, fqn, cls.empty(**entry["spec"]))  # type: ignore[attr-defined]
+    state = load_file(str(path / "model.safetensors"))
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ArtifactError(
+            f"{path}/model.safetensors does not match the manifest's model: "
+            f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
+        )
+    model.compression_log = manifest.get("compression_log", [])
+    return model.to(device).eval()
