@@ -78,9 +78,10 @@ class BatchLoader:
             starts = rng.permutation(starts)
         for s in starts:
             e = min(n, s + self.block_rows)
-            sp = np.asarray(self.split.sparse[s:e])
-            de = np.asarray(self.split.dense[s:e])
-            la = np.asarray(self.split.label[s:e])
+            # copy out of the (read-only) memory map: torch tensors must own writable memory
+            sp = np.array(self.split.sparse[s:e])
+            de = np.array(self.split.dense[s:e])
+            la = np.array(self.split.label[s:e])
             if rng is not None:
                 perm = rng.permutation(e - s)
                 sp, de, la = sp[perm], de[perm], la[perm]
