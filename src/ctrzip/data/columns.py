@@ -1,0 +1,269 @@
+"""Raw string columns -> provisional integer codes, vectorized, with bad-value detection.
+
+Why provisional codes: the final ids need the training counts, which are only known after a
+full pass. Pass 1 turns every categorical value into a stable code (a Polars ``Categories``
+string table that persists across blocks), every bucketed number into a stable code of its
+integer token (``TokenCoder``), and keeps dense numbers raw; pass 2 maps codes to final ids
+with one lookup table, with no re-parse. Code 0 is always "missing" (or sequence padding).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from ctrzip.data.config import DatasetConfig, FeatureConfig
+from ctrzip.data.readers.base import BadRows, RawTable
+
+_TOKEN_MAX = float(np.iinfo(np.int32).max)
+_TABLE_SPAN = 1 << 22  # token range served by a direct table (wider: sorted search)
+
+
+@dataclass
+class CodedBlock:
+    """Pass-1 output for one block (bad rows already removed).
+
+    ``codes`` holds per sparse column a provisional code: 0 = missing/pad, k + 1 = the k-th
+    value of the field (``ColumnPlan.values``).
+    """
+
+    codes: np.ndarray  # int32 [n, S]
+    dense: np.ndarray  # float32 [n, Dn] (NaN = missing)
+    label: np.ndarray  # float32 [n]
+    rows: np.ndarray  # int64 [n] data-row index
+
+
+def bucket_numpy(values: np.ndarray) -> np.ndarray:
+    """Criteo-standard bucket: v > 2 -> floor(ln(v)^2), else int(v) (truncation); NaN stays NaN."""
+    v = np.asarray(values, dtype=np.float64)
+    big = v > 2
+    out = np.trunc(v)
+    np.log(v, where=big, out=out)
+    np.square(out, where=big, out=out)
+    np.floor(out, where=big, out=out)
+    return np.clip(out, -_TOKEN_MAX, _TOKEN_MAX, out=out)
+
+
+class TokenCoder:
+    """Stable codes for integer tokens across blocks: code k + 1 <-> ``values[k]``, 0 = missing.
+
+    Why: numeric buckets then flow through the same count/lookup path as strings. A direct
+    table over the token range makes coding one gather per value.
+    """
+
+    def __init__(self) -> None:
+        self.values: list[int] = []
+        self._base = 0  # token stored at table[1]
+        self._table = np.zeros(1, dtype=np.int32)  # table[0]: missing; -1: not seen yet
+        self._sorted = np.zeros(0, dtype=np.int64)  # wide-range fallback: sorted tokens
+        self._codes = np.zeros(0, dtype=np.int32)
+
+    def encode(self, tokens: np.ndarray) -> np.ndarray:
+        """int32 codes of float ``tokens`` (integral values; NaN = missing)."""
+        present = ~np.isnan(tokens)
+        if not present.any():
+            return np.zeros(len(tokens), dtype=np.int32)
+        lo, hi = int(np.nanmin(tokens)), int(np.nanmax(tokens))
+        top = self._base + len(self._table) - 2
+        if len(self._sorted) == 0 and max(hi, top) - min(lo, self._base) < _TABLE_SPAN:
+            return self._encode_table(tokens, lo, hi)
+        return self._encode_sorted(tokens, present)
+
+    def _encode_table(self, tokens: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        if not self.values:
+            self._base, self._table = lo, np.full(hi - lo + 2, -1, dtype=np.int32)
+            self._table[0] = 0
+        elif lo < self._base or hi > self._base + len(self._table) - 2:
+            base = min(lo, self._base)
+            table = np.full(max(hi, self._base + len(self._table) - 2) - base + 2, -1, dtype=np.int32)
+            table[0] = 0
+            off = self._base - base
+            table[1 + off : len(self._table) + off] = self._table[1:]
+            self._base, self._table = base, table
+        idx = np.nan_to_num(tokens - (self._base - 1), nan=0.0).astype(np.int64)
+        codes = self._table[idx]
+        new = codes < 0
+        if new.any():
+            fresh = np.unique(idx[new])
+            start = len(self.values) + 1
+            self._table[fresh] = np.arange(start, start + len(fresh), dtype=np.int32)
+            self.values.extend((fresh + self._base - 1).tolist())
+            codes[new] = self._table[idx[new]]
+        return codes
+
+    def _encode_sorted(self, tokens: np.ndarray, present: np.ndarray) -> np.ndarray:
+        if len(self._sorted) == 0 and self.values:
+            keys = np.asarray(self.values, dtype=np.int64)
+            order = np.argsort(keys)
+            self._sorted, self._codes = keys[order], (order + 1).astype(np.int32)
+        t = tokens[present].astype(np.int64)
+        fresh = np.setdiff1d(np.unique(t), self._sorted, assume_unique=True)
+        if len(fresh):
+            start = len(self.values) + 1
+            self.values.extend(fresh.tolist())
+            keys = np.concatenate([self._sorted, fresh])
+            codes = np.concatenate([self._codes, np.arange(start, start + len(fresh), dtype=np.int32)])
+            order = np.argsort(keys, kind="stable")
+            self._sorted, self._codes = keys[order], codes[order]
+        out = np.zeros(len(tokens), dtype=np.int32)
+        out[present] = self._codes[np.searchsorted(self._sorted, t)]
+        return out
+
+
+class ColumnPlan:
+    """How each configured feature is read from string columns.
+
+    Args:
+        config: the dataset config.
+    """
+
+    def __init__(self, config: DatasetConfig) -> None:
+        self.config = config
+        self.sparse = [f for f in config.features if not f.is_dense]
+        self.dense = [f for f in config.features if f.is_dense]
+        self.slices: dict[str, slice] = {}
+        col = 0
+        for f in self.sparse:
+            self.slices[f.name] = slice(col, col + f.width)
+            col += f.width
+        self.width = col
+        tag = uuid.uuid4().hex[:12]
+        self.categories = {
+            f.name: pl.Categories(f"ctrzip-{tag}-{f.name}") for f in self.sparse if f.type != "numeric"
+        }
+        # A Categories table lives only while some Series uses it: keep one per field alive
+        # so codes stay stable across blocks.
+        self._alive = [pl.Series(name, [], dtype=pl.Categorical(c)) for name, c in self.categories.items()]
+        self.tokens = {f.name: TokenCoder() for f in self.sparse if f.type == "numeric"}
+
+    @property
+    def source_columns(self) -> list[str]:
+        cols = [self.config.label]
+        for f in self.config.features:
+            if f.column not in cols:
+                cols.append(f.column)
+        return cols
+
+    def values(self, name: str) -> pl.Series:
+        """Values of a sparse field's provisional codes (index k <-> code k + 1)."""
+        if name in self.tokens:
+            return pl.Series(name, self.tokens[name].values, dtype=pl.Int64)
+        return self.categories[name].to_series()
+
+    # --- expressions -------------------------------------------------------------------
+    def _token_string(self, f: FeatureConfig) -> pl.Expr:
+        src = pl.col(f.column)
+        if f.derive == "hour_of_day":
+            return src.str.slice(6, 2)
+        if f.derive == "weekday":
+            date = src.str.slice(0, 6).str.strptime(pl.Date, "%y%m%d", strict=False)
+            return date.dt.weekday().cast(pl.String)
+        return src
+
+    def _code_expr(self, f: FeatureConfig) -> pl.Expr:
+        cat = pl.Categorical(self.categories[f.name])
+        return self._token_string(f).cast(cat).to_physical().cast(pl.Int32).add(1).fill_null(0)
+
+    def _numeric_sources(self) -> list[str]:
+        out: list[str] = []
+        for f in self.config.features:
+            if f.type == "numeric" and f.column not in out:
+                out.append(f.column)
+        return out
+
+    def _derived_sources(self) -> list[str]:
+        out: list[str] = []
+        for f in self.config.features:
+            if f.derive is not None and f.column not in out:
+                out.append(f.column)
+        return out
+
+    # --- apply ---------------------------------------------------------------------------
+    def apply(self, table: RawTable, bad: BadRows, path: str) -> CodedBlock:
+        """Validate and code one block; bad rows are reported to ``bad`` and dropped.
+
+        One Polars ``select`` (parallel over columns) parses numbers and codes strings; the
+        checks and the numeric bucket run in numpy on its output.
+        """
+        frame = table.frame
+        nums, derived = self._numeric_sources(), self._derived_sources()
+        scalar = [f for f in self.sparse if f.type == "categorical"]
+        exprs = [pl.col(self.config.label).cast(pl.Float64, strict=False).alias("_label")]
+        exprs += [pl.col(c).cast(pl.Float64, strict=False).alias(f"_v{i}") for i, c in enumerate(nums)]
+        exprs += [pl.col(c).is_null().alias(f"_n{i}") for i, c in enumerate(nums)]
+        exprs += [_bad_timestamp(pl.col(c)).alias(f"_t{i}") for i, c in enumerate(derived)]
+        exprs += [self._code_expr(f).alias(f"_c_{f.name}") for f in scalar]
+        out = frame.select(exprs)
+        label = out.get_column("_label").to_numpy()
+        values = [out.get_column(f"_v{i}").to_numpy() for i in range(len(nums))]  # NaN = null
+        nulls = [out.get_column(f"_n{i}").to_numpy() for i in range(len(nums))]
+        flags = [(label != 0) & (label != 1)]
+        flags += [~nulls[i] & ~np.isfinite(values[i]) for i in range(len(nums))]
+        flags += [out.get_column(f"_t{i}").to_numpy() for i in range(len(derived))]
+        is_bad = np.logical_or.reduce(flags)
+        if is_bad.any():
+            names = [self.config.label, *nums, *derived]
+            wants = (
+                ["a 0/1 label"] + ["a finite number"] * len(nums) + ["a YYMMDDHH timestamp"] * len(derived)
+            )
+            self._report(table, np.stack(flags, axis=1), names, wants, bad, path)
+            return self.apply(table.drop(is_bad), bad, path)
+        n = len(frame)
+        codes = np.empty((n, self.width), dtype=np.int32)
+        for f in scalar:
+            codes[:, self.slices[f.name].start] = out.get_column(f"_c_{f.name}").to_numpy()
+        dense = np.empty((n, len(self.dense)), dtype=np.float32)
+        for f in self.config.features:
+            if f.type == "numeric":
+                j = nums.index(f.column)
+                if f.is_dense:
+                    dense[:, self.dense.index(f)] = values[j]
+                else:
+                    tokens = self.tokens[f.name].encode(bucket_numpy(values[j]))
+                    codes[:, self.slices[f.name].start] = tokens
+            elif f.type == "sequence":
+                codes[:, self.slices[f.name]] = self._sequence_codes(frame, f)
+        return CodedBlock(codes, dense, label.astype(np.float32), table.rows)
+
+    def _sequence_codes(self, frame: pl.DataFrame, f: FeatureConfig) -> np.ndarray:
+        assert f.separator is not None and f.max_len is not None
+        lists = frame.get_column(f.column).str.split(f.separator, literal=True)
+        lists = lists.list.eval(pl.element().filter(pl.element() != "")).list.head(f.max_len)
+        lens = lists.list.len().fill_null(0).to_numpy().astype(np.int64)
+        flat = lists.explode().drop_nulls()
+        cat = pl.Categorical(self.categories[f.name])
+        ids = flat.cast(cat).to_physical().cast(pl.Int32).to_numpy() + 1
+        out = np.zeros((len(frame), f.max_len), dtype=np.int32)
+        rows = np.repeat(np.arange(len(frame)), lens)
+        starts = np.cumsum(lens) - lens
+        pos = np.arange(len(ids)) - np.repeat(starts, lens)
+        out[rows, pos] = ids
+        return out
+
+    def _report(
+        self,
+        table: RawTable,
+        flags: np.ndarray,
+        names: list[str],
+        wants: list[str],
+        bad: BadRows,
+        path: str,
+    ) -> None:
+        idx = np.flatnonzero(flags.any(axis=1))
+        reasons = []
+        for r in idx[: bad.max_examples]:
+            i = int(np.argmax(flags[r]))
+            value = table.frame[int(r), names[i]]
+            reasons.append(f"column {names[i]}: {value!r} is not {wants[i]}")
+        bad.add(path, table.lines[idx], reasons)
+
+
+def _bad_timestamp(src: pl.Expr) -> pl.Expr:
+    """True where a present value is not a valid ``YYMMDDHH`` timestamp."""
+    date = src.str.slice(0, 6).str.strptime(pl.Date, "%y%m%d", strict=False)
+    hour = src.str.slice(6, 2).cast(pl.Int32, strict=False)
+    ok = src.str.contains(r"^\d{8}$") & date.is_not_null() & (hour < 24)
+    return (src.is_not_null() & ok.not_()).fill_null(True)

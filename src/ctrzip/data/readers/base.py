@@ -1,0 +1,131 @@
+"""What every reader yields (string columns plus line numbers) and the bad-row policy.
+
+Why strings: validating numbers vectorized after the read (``cast(..., strict=False)`` and
+comparing nulls) is what lets a bad row be found without a per-row Python loop, and lets the
+error name the file, the line and the column.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+
+
+class BadRowError(ValueError):
+    """A malformed input row under ``on_bad_rows: error``; the message names file, line, column."""
+
+
+class DataFormatError(ValueError):
+    """The input as a whole is unusable: empty file, missing columns, unknown format."""
+
+
+@dataclass
+class RawTable:
+    """One block of raw rows.
+
+    Args:
+        frame: the requested columns as ``pl.String`` (null = missing), rows in file order.
+        lines: int64 [n], 1-based line number of each row (row number for parquet).
+        rows: int64 [n], 0-based data-row index in the input (bad rows counted too), the key
+            of the random split.
+        nbytes: input bytes this block consumed (progress).
+    """
+
+    frame: pl.DataFrame
+    lines: np.ndarray
+    rows: np.ndarray
+    nbytes: int = 0
+
+    def drop(self, bad: np.ndarray) -> RawTable:
+        keep = ~bad
+        return RawTable(self.frame.filter(pl.Series(keep)), self.lines[keep], self.rows[keep], self.nbytes)
+
+
+@dataclass
+class BadRows:
+    """Bad-row policy and tally: ``error`` raises at the first one, ``skip`` counts them.
+
+    Args:
+        policy: ``error`` or ``skip``.
+        max_examples: how many ``file:line: reason`` examples to keep.
+    """
+
+    policy: Literal["error", "skip"] = "error"
+    max_examples: int = 10
+    count: int = 0
+    _items: list[tuple[int, int, str]] = field(default_factory=list, repr=False)
+    _files: dict[str, int] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def examples(self) -> list[str]:
+        """The first ``max_examples`` bad rows in input order, as ``file:line: reason``."""
+        return [text for _, _, text in self._items]
+
+    def add(self, path: Path | str, lines: np.ndarray, reasons: list[str]) -> None:
+        """Record bad rows (``reasons`` may be shorter: one per first few lines), or raise."""
+        if len(lines) == 0:
+            return
+        first = f"{path}:{int(lines[0])}: {reasons[0]}"
+        if self.policy == "error":
+            more = f" (and {len(lines) - 1} more bad rows in this block)" if len(lines) > 1 else ""
+            raise BadRowError(f"{first}{more}; set on_bad_rows: skip to drop and count such rows")
+        with self._lock:  # readers run in a prefetch thread, value checks in the main one
+            self.count += len(lines)
+            order = self._files.setdefault(str(path), len(self._files))
+            for line, reason in zip(lines, reasons, strict=False):
+                self._items.append((order, int(line), f"{path}:{int(line)}: {reason}"))
+            self._items = sorted(self._items)[: self.max_examples]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"policy": self.policy, "count": self.count, "examples": self.examples}
+
+
+class Reader(abc.ABC):
+    """A raw input file read in blocks of string columns.
+
+    Args:
+        path: the input file.
+        block_bytes: approximate bytes per block.
+    """
+
+    def __init__(self, path: str | Path, block_bytes: int = 32 << 20) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataFormatError(f"{self.path}: input file not found")
+        if self.path.stat().st_size == 0:
+            raise DataFormatError(f"{self.path}: file is empty")
+        self.block_bytes = block_bytes
+
+    @property
+    @abc.abstractmethod
+    def columns(self) -> list[str]:
+        """Column names the file provides."""
+
+    @abc.abstractmethod
+    def iter_tables(self, columns: list[str], bad: BadRows) -> Iterator[RawTable]:
+        """Yield blocks holding ``columns``; structurally bad rows go to ``bad``."""
+
+    @abc.abstractmethod
+    def count_rows(self) -> int:
+        """Data rows in the file (a cheap pass; needed by the sequential split)."""
+
+    @property
+    def total_bytes(self) -> int:
+        return self.path.stat().st_size
+
+    def require(self, columns: list[str]) -> None:
+        """Raise naming the file and the missing columns."""
+        have = set(self.columns)
+        missing = [c for c in columns if c not in have]
+        if missing:
+            raise DataFormatError(
+                f"{self.path}: missing columns {missing} (the file has: {', '.join(self.columns)})"
+            )
