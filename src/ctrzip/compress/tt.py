@@ -1,0 +1,79 @@
+"""Tensor-Train baseline (method ``tt``, TT-Rec): large tables become trainable TT cores.
+
+Initialized by TT-SVD of the trained table (the "pre-train" rows of the feature-mimicking
+paper's Table 4) or randomly; then fine-tuned like the other factorized methods. Rows are
+rebuilt per looked-up id, which costs time: benchmarks report the slowdown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ctrzip.compress._factorized import FactorizedMethod, StepOptions
+from ctrzip.compress.api import register_method
+from ctrzip.compress.select import tables
+from ctrzip.data.dataset import EncodedDataset
+from ctrzip.models.base import CTRModel
+from ctrzip.nn.embedding.tt import TTTable
+
+
+@dataclass
+class TTConfig(StepOptions):
+    """Tensor-Train tables.
+
+    Args:
+        tt_rank: inner TT-rank (TT-Rec: 16).
+        fields: field-name globs (None = every sparse field with ``vocab_size >= min_vocab``).
+        min_vocab: only tables at least this large are factorized (small ones stay dense).
+        init: ``tt_svd`` (from the trained table) or ``random`` (std of the old rows).
+        version: config schema version.
+    """
+
+    tt_rank: int = 16
+    fields: tuple[str, ...] | None = None
+    min_vocab: int = 1000
+    init: Literal["tt_svd", "random"] = "tt_svd"
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.tt_rank < 1:
+            raise ValueError(f"tt_rank must be >= 1, got {self.tt_rank}")
+        if self.min_vocab < 0:
+            raise ValueError("min_vocab must be >= 0")
+        if self.init not in ("tt_svd", "random"):
+            raise ValueError("init must be 'tt_svd' or 'random'")
+
+
+@register_method("tt", TTConfig)
+class TT(FactorizedMethod[TTConfig]):
+    """Swap large tables for ``TTTable``; MLP untouched, nothing to fold."""
+
+    def steps(self) -> list[str]:
+        return ["embedding"]
+
+    def compress_embeddings(self, model: CTRModel, data: EncodedDataset | None) -> dict[str, Any]:
+        cfg = self.config
+        fields = {}
+        for name, old in tables(model, cfg.fields).items():
+            if old.num_embeddings < cfg.min_vocab:
+                continue
+            weight = old.materialize()
+            pad = getattr(old, "padding_idx", None)
+            if cfg.init == "tt_svd":
+                new = TTTable.from_dense(weight, cfg.tt_rank, padding_idx=pad)
+            else:
+                std = float(weight.std()) if weight.numel() > 1 else 1e-4
+                new = TTTable(
+                    old.num_embeddings, old.embedding_dim, cfg.tt_rank, padding_idx=pad, init_std=std
+                )
+                new = new.to(device=weight.device, dtype=weight.dtype)
+            err = float((new.materialize() - weight).norm() / weight.norm().clamp_min(1e-30))
+            model.embedding.tables[name] = new
+            fields[name] = {
+                "ranks": new.ranks,
+                "relative_error": err,
+                "bytes": {"before": old.nbytes(), "after": new.nbytes()},
+            }
+        return {"fields": fields}
