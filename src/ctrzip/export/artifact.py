@@ -148,5 +148,8 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> CTRModel:
             f"{path}/model.safetensors does not match the manifest's model: "
             f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
         )
+    from ctrzip.compress.fold import bind_folds
+
+    bind_folds(model)  # reconnect folded consumers to their low-rank tables (plain Python state)
     model.compression_log = manifest.get("compression_log", [])
     return model.to(device).eval()
