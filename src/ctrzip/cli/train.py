@@ -1,0 +1,63 @@
+"""``ctrzip train`` and ``ctrzip evaluate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ctrzip.cli._common import ConfigError, console, fail, print_table, read_config
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_cmd)
+    app.command("evaluate")(evaluate_cmd)
+
+
+def train_cmd(
+    config: Path = typer.Option(..., "--config", "-c", help="run YAML: dataset, model, train sections"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="override, e.g. train.lr=1e-4"),  # noqa: UP045
+    out: Optional[Path] = typer.Option(None, "--out", help="artifact folder (default: train.out_dir/model)"),  # noqa: UP045
+) -> None:
+    """Train a model from a run file, evaluate it on valid/test and save an artifact."""
+    from ctrzip.bench.sizes import format_size_report
+    from ctrzip.run_config import parse_run_config
+    from ctrzip.workflow import train_run
+
+    try:
+        run = parse_run_config(read_config(config, set_), source=str(config))
+    except (ConfigError, KeyError) as err:
+        raise fail(str(err)) from None
+    out_dir = run.train.get("out_dir")
+    save_to = out or (Path(out_dir) / "model" if out_dir else None)
+    result = train_run(run, save_to=save_to)
+    print_table("metrics", [{"split": k, **v} for k, v in result.metrics.items()])
+    console.print(format_size_report(result.sizes))
+    if result.artifact:
+        console.print(f"saved artifact to {result.artifact}")
+
+
+def evaluate_cmd(
+    model: Path = typer.Option(..., "--model", "-m", help="artifact folder written by train/compress"),
+    data: Path = typer.Option(..., "--data", "-d", help="encoded dataset folder"),
+    split: str = typer.Option("test", help="split to evaluate"),
+    batch_size: int = typer.Option(8192),
+    device: str = typer.Option("auto"),
+) -> None:
+    """Evaluate a saved model (AUC, logloss) and print its size."""
+    from ctrzip.bench.sizes import format_size_report, size_report
+    from ctrzip.data.dataset import EncodedDataset
+    from ctrzip.export import ArtifactError, load
+    from ctrzip.train.trainer import evaluate
+
+    try:
+        net = load(model)
+        ds = EncodedDataset.open(data)
+        if ds.schema.to_dict()["fields"] != net.schema.to_dict()["fields"]:
+            raise fail(f"{data}: its feature map differs from the model's schema")
+        metrics = evaluate(net, ds[split], batch_size=batch_size, device=device)
+    except (ArtifactError, FileNotFoundError, KeyError) as err:
+        raise fail(str(err)) from None
+    print_table(f"{model} on {data}:{split}", [metrics])
+    console.print(format_size_report(size_report(net)))

@@ -1,0 +1,99 @@
+"""CLI smoke tests: encode -> train -> evaluate -> compress on small data, and a toy demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ctrzip.cli.main import app
+from ctrzip.data.synthetic import generate
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cli")
+    raw = root / "raw.txt"
+    generate("criteo-like", raw, rows=6000, seed=1, progress=False)
+    out = root / "enc"
+    res = runner.invoke(
+        app,
+        [
+            "data",
+            "encode",
+            "--schema",
+            "criteo",
+            "--input",
+            str(raw),
+            "--out",
+            str(out),
+            "--set",
+            "min_count=2",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def _run_yaml(tmp_path: Path, encoded: Path, **train: object) -> Path:
+    cfg = tmp_path / "run.yaml"
+    train_cfg = {"epochs": 1, "batch_size": 512, "progress": False, "out_dir": str(tmp_path / "run"), **train}
+    cfg.write_text(
+        json.dumps(
+            {
+                "dataset": str(encoded),
+                "model": {"name": "deepfm", "params": {"embedding_dim": 8, "mlp": [16, 16]}},
+                "train": train_cfg,
+            }
+        )
+    )
+    return cfg
+
+
+def test_train_evaluate_compress(tmp_path: Path, encoded: Path) -> None:
+    cfg = _run_yaml(tmp_path, encoded)
+    res = runner.invoke(app, ["train", "--config", str(cfg)])
+    assert res.exit_code == 0, res.output
+    art = tmp_path / "run" / "model"
+    assert (art / "model.safetensors").exists()
+    assert "test" in res.output and "total" in res.output
+    res = runner.invoke(app, ["evaluate", "--model", str(art), "--data", str(encoded), "--split", "valid"])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "lr"
+    res = runner.invoke(
+        app,
+        [
+            "compress", "--method", "lowrank", "--model", str(art), "--data", str(encoded), "--out", str(out),
+            "--set", "rank=4", "--set", "finetune_epochs=0",
+        ],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "LowRankLinear" in (out / "manifest.json").read_text()
+
+
+def test_train_rejects_unknown_key(tmp_path: Path, encoded: Path) -> None:
+    cfg = _run_yaml(tmp_path, encoded, lr_rate=0.1)
+    res = runner.invoke(app, ["train", "--config", str(cfg)])
+    assert res.exit_code == 2
+    assert "lr_rate is not a field of TrainConfig" in res.output.replace("\n", "")
+
+
+def test_compress_unknown_method(tmp_path: Path, encoded: Path) -> None:
+    res = runner.invoke(
+        app,
+        ["compress", "--method", "lowrnk", "--model", "x", "--data", str(encoded), "--out", str(tmp_path)],
+    )
+    assert res.exit_code == 2 and "did you mean 'lowrank'" in res.output.replace("\n", "")
+
+
+def test_demo_toy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CTRZIP_CACHE", str(tmp_path))
+    res = runner.invoke(app, ["demo", "--rows", "4000", "--epochs", "1", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "DeepFM (dense)" in res.output
+    res = runner.invoke(app, ["demo", "--rows", "4000", "--epochs", "1", "--no-progress"])
+    assert "using cached demo data" in res.output
