@@ -1,0 +1,316 @@
+"""MEC benchmark in the structure of Yu et al., DASFAA 2025, Tables 2 and 4 (spec/PROTOCOL.md).
+
+Per seed: train the dense base model; fine-tune a copy of it with the same protocol as the
+compressed models (the same-protocol control, PROTOCOL.md 1); then, from a fresh copy of the
+base, every ``--variants`` x ``--M`` x ``--K`` cell: stage 1 (plug-in AUC, no retraining),
+the stage-2 protocol (``finetune`` or ``retrain``), bytes (codes as stored and bit-packed,
+codebooks, dense parts) and the ratio to the dense model of the same architecture. Valid
+AUC is what variants are compared on; test AUC is read once per final model. One JSON line
+per cell goes to ``benchmarks/results/mec_<machine>.jsonl``; a mean +- sd table is printed.
+
+Smoke run (synthetic Criteo-like data, 1 thread, a few minutes)::
+
+    python benchmarks/bench_mec.py --smoke
+
+Larger: ``--synthetic-rows 2000000 --K 64,256 --M 2,4 --seeds 0,1,2`` or ``--data DIR`` (an
+encoded dataset from ``ctrzip encode``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ctrzip.compress import compress
+from ctrzip.compress.mec import VARIANTS, MECConfig
+from ctrzip.compress.mec_stage2 import StageTwoConfig, finetune, model_bytes
+from ctrzip.data.dataset import EncodedDataset
+from ctrzip.models.base import CTRModel, build_model
+from ctrzip.train import TrainConfig, Trainer, evaluate
+
+
+def synthetic_dataset(rows: int, seed: int, min_count: int) -> EncodedDataset:
+    """Generate Criteo-like raw rows with the teacher (SYNTH.md) and encode them (cached)."""
+    from ctrzip.data.encode import encode_dataset
+    from ctrzip.data.synth.generate import generate
+
+    root = Path(tempfile.gettempdir()) / "ctrzip_bench_mec" / f"{rows}_{seed}_{min_count}"
+    enc = root / "encoded"
+    if not (enc / "feature_map.json").exists():
+        generate("criteo-like", root / "raw.txt", rows, seed=seed, progress=False)
+        encode_dataset("criteo", root / "raw.txt", enc, progress=False, overrides=[f"min_count={min_count}"])
+    return EncodedDataset.open(enc)
+
+
+def _git_sha() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        )
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def _m(x: dict[str, float]) -> dict[str, float]:
+    return {"auc": round(x["auc"], 5), "logloss": round(x["logloss"], 5)}
+
+
+class Bench:
+    """Runs every cell for one seed and collects JSON records."""
+
+    def __init__(self, args: argparse.Namespace, data: EncodedDataset) -> None:
+        self.args, self.data = args, data
+        self.records: list[dict[str, Any]] = []
+        self.meta = {
+            "machine": platform.node() or platform.processor(),
+            "torch": torch.__version__,
+            "git": _git_sha(),
+            "config_hash": hashlib.sha256(
+                json.dumps(vars(args), sort_keys=True, default=str).encode()
+            ).hexdigest()[:12],
+            "threads": args.threads,
+            "model": args.model,
+            "embedding_dim": args.dim,
+            "protocol": args.protocol,
+        }
+
+    def stage_two(self) -> StageTwoConfig:
+        a = self.args
+        if a.protocol == "finetune":
+            return StageTwoConfig(
+                epochs=1,
+                lr=a.ft_lr,
+                batch_size=a.batch_size,
+                max_steps=a.ft_max_steps,
+                freeze_codebooks=a.freeze_codebooks,
+            )
+        return StageTwoConfig(epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, early_stop_patience=2)
+
+    def base_model(self, seed: int) -> CTRModel:
+        a = self.args
+        torch.manual_seed(seed)
+        model = build_model(a.model, self.data.schema, {"embedding_dim": a.dim, **json.loads(a.model_params)})
+        cfg = TrainConfig(
+            epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=seed, progress=False, device=a.device
+        )
+        Trainer(cfg).fit(model, self.data["train"], self.data["valid"])
+        return model
+
+    def run(self, seed: int) -> None:
+        a, data = self.args, self.data
+        base = self.base_model(seed)
+        dense_bytes = model_bytes(base)
+        base_valid = evaluate(base, data["valid"], device=a.device)
+        control = copy.deepcopy(base)
+        if a.protocol == "finetune":  # same extra training as the compressed models
+            finetune(control, data, self.stage_two(), seed, a.device)
+        else:  # retrain a dense model from scratch with the same recipe
+            control = self.base_model(seed + 1000)
+        self.add(
+            seed,
+            "dense",
+            None,
+            None,
+            base_valid,
+            evaluate(control, data["valid"], device=a.device),
+            evaluate(control, data["test"], device=a.device),
+            dense_bytes,
+            dense_bytes,
+            {},
+        )
+        for variant in a.variants:
+            for m in a.M:
+                for k in a.K:
+                    self.cell(base, seed, variant, m, k, dense_bytes)
+
+    def cell(
+        self, base: CTRModel, seed: int, variant: str, m: int, k: int, dense_bytes: dict[str, Any]
+    ) -> None:
+        a = self.args
+        model = copy.deepcopy(base)
+        cfg = MECConfig.variant(
+            variant,
+            num_subspaces=m,
+            codebook_size=k,
+            min_vocab=a.min_vocab,
+            protocol=a.protocol,
+            finetune=self.stage_two(),
+            retrain=self.stage_two(),
+            plugin_per_field=False,
+            seed=seed,
+            device=a.device,
+            steps=a.steps,
+            batch_size=a.stage1_batch,
+        )
+        t0 = time.perf_counter()
+        compress(model, cfg, self.data)
+        rep = model.compression_log[-1]["report"]
+        fields = rep["fields"]
+        extra = {
+            "seconds": round(time.perf_counter() - t0, 2),
+            "fields": sorted(fields),
+            "stage1_seconds": round(sum(f["stage1"]["seconds"] for f in fields.values()), 2),
+            "relative_error": statistics.fmean(f["relative_error"] for f in fields.values())
+            if fields
+            else None,
+            "diagnostics": {
+                key: round(statistics.fmean(f["diagnostics"].get(key, 0.0) for f in fields.values()), 4)
+                for key in (
+                    "all_usage",
+                    "all_perplexity",
+                    "all_collision",
+                    "head_collision",
+                    "tail_collision",
+                )
+            }
+            if fields
+            else {},
+        }
+        test = evaluate(model, self.data["test"], device=a.device)
+        self.add(seed, variant, m, k, rep["plugin"], rep["final"], test, rep["sizes"], dense_bytes, extra)
+
+    def add(
+        self,
+        seed: int,
+        row: str,
+        m: int | None,
+        k: int | None,
+        plugin: dict[str, float],
+        final: dict[str, float],
+        test: dict[str, float],
+        sizes: dict[str, Any],
+        dense: dict[str, Any],
+        extra: dict[str, Any],
+    ) -> None:
+        rec = {
+            "seed": seed,
+            "row": row,
+            "M": m,
+            "K": k,
+            "plugin_valid": _m(plugin),
+            "final_valid": _m(final),
+            "final_test": _m(test),
+            "bytes": sizes,
+            "ratio": dense["total"] / sizes["total"],
+            "ratio_packed": dense["total"] / sizes["total_packed"],
+            **extra,
+            **self.meta,
+        }
+        self.records.append(rec)
+        print(
+            f"s{seed} {row:16s} M={m!s:4s} K={k!s:5s} ratio {rec['ratio']:6.2f}x  "
+            f"plug-in {plugin['auc']:.4f}  {self.args.protocol} {final['auc']:.4f}  test {test['auc']:.4f}",
+            flush=True,
+        )
+
+
+def summary(records: list[dict[str, Any]]) -> str:
+    """Mean +- sd over seeds per (row, M, K), with deltas to the dense control of the same seed."""
+    control = {r["seed"]: r for r in records if r["row"] == "dense"}
+    groups: dict[tuple[str, Any, Any], list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r["row"], r["M"], r["K"]), []).append(r)
+
+    def ms(xs: list[float]) -> str:
+        sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+        return f"{statistics.fmean(xs):+.4f}+-{sd:.4f}"
+
+    lines = [
+        f"{'row':16s} {'M':>3s} {'K':>5s} {'ratio':>7s} {'d plug-in':>16s} {'d final':>16s} {'d test':>16s} n"
+    ]
+    for (row, m, k), rs in groups.items():
+        d_plug = [r["plugin_valid"]["auc"] - control[r["seed"]]["plugin_valid"]["auc"] for r in rs]
+        d_fin = [r["final_valid"]["auc"] - control[r["seed"]]["final_valid"]["auc"] for r in rs]
+        d_test = [r["final_test"]["auc"] - control[r["seed"]]["final_test"]["auc"] for r in rs]
+        ratio = statistics.fmean(r["ratio"] for r in rs)
+        lines.append(
+            f"{row:16s} {m!s:>3s} {k!s:>5s} {ratio:6.2f}x "
+            f"{ms(d_plug):>16s} {ms(d_fin):>16s} {ms(d_test):>16s} {len(rs)}"
+        )
+    return "\n".join(lines)
+
+
+def _ints(s: str) -> list[int]:
+    return [int(x) for x in s.split(",") if x]
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, help="encoded dataset folder (default: synthetic Criteo-like)")
+    p.add_argument("--synthetic-rows", type=int, default=500_000)
+    p.add_argument("--min-count", type=int, default=2, help="vocabulary threshold of the synthetic encode")
+    p.add_argument("--model", default="deepfm")
+    p.add_argument("--model-params", default="{}", help="JSON, e.g. '{\"mlp\": [400, 400, 400]}'")
+    p.add_argument("--dim", type=int, default=16)
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"subset of {','.join(VARIANTS)}")
+    p.add_argument("--M", type=_ints, default=[2, 4])
+    p.add_argument("--K", type=_ints, default=[64, 256])
+    p.add_argument("--seeds", type=_ints, default=[0, 1, 2])
+    p.add_argument("--min-vocab", type=int, default=1000)
+    p.add_argument("--steps", type=int, default=2000, help="stage-1 optimizer steps per field")
+    p.add_argument("--stage1-batch", type=int, default=4096)
+    p.add_argument("--protocol", choices=("finetune", "retrain"), default="finetune")
+    p.add_argument("--epochs", type=int, default=2, help="base training (and retrain) epochs")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--ft-lr", type=float, default=1e-4)
+    p.add_argument("--ft-max-steps", type=int, default=None)
+    p.add_argument("--freeze-codebooks", action="store_true", help="finetune: keep PQ tables' floats fixed")
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--smoke", action="store_true", help="tiny synthetic run (minutes on 1 CPU thread)")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.synthetic_rows, args.seeds, args.M, args.K, args.steps = 60_000, [0], [2], [16], 60
+        args.variants = "mec,weighted_kmeans,kmeans"
+        args.min_vocab, args.stage1_batch, args.batch_size, args.model_params = (
+            500,
+            1024,
+            1024,
+            '{"mlp": [64, 64]}',
+        )
+        args.ft_max_steps = 40
+    args.variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown:
+        p.error(f"unknown variants {unknown} (known: {', '.join(VARIANTS)})")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    torch.set_num_threads(args.threads)
+    data = (
+        EncodedDataset.open(args.data)
+        if args.data
+        else synthetic_dataset(args.synthetic_rows, 0, args.min_count)
+    )
+    bench = Bench(args, data)
+    for seed in args.seeds:
+        bench.run(seed)
+    out = args.out or Path(__file__).parent / "results" / (
+        f"mec_{bench.meta['machine']}{'_smoke' if args.smoke else ''}.jsonl"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a") as fh:
+        for rec in bench.records:
+            fh.write(json.dumps(rec) + "\n")
+    print(summary(bench.records))
+    print(f"wrote {len(bench.records)} records to {out}")
+
+
+if __name__ == "__main__":
+    main()

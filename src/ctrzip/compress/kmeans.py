@@ -1,0 +1,144 @@
+"""Batched, weighted k-means (Lloyd) in torch: one call clusters G groups at once.
+
+Why batched: product quantization runs one k-means per sub-space; stacking the M
+sub-spaces as groups ``[G, N, d]`` keeps it a handful of large matmuls on CPU or CUDA.
+Why weighted: MEC's popularity weights r_j make frequent ids pull centroids harder
+(paper eq. 11) without repeating rows in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+_CHUNK = 16384  # rows per distance block: [G, chunk, K] floats stay small
+
+
+@dataclass
+class KMeansResult:
+    """Output of ``weighted_kmeans``.
+
+    Attributes:
+        centroids: ``[G, K, d]``.
+        assign: ``[G, N]`` int64 index of the nearest centroid.
+        objective: weighted sum of squared distances after each iteration (``[iters + 1]``,
+            the first entry is for the initial centroids).
+    """
+
+    centroids: Tensor
+    assign: Tensor
+    objective: list[float]
+
+
+def nearest(x: Tensor, centroids: Tensor, chunk: int = _CHUNK) -> tuple[Tensor, Tensor]:
+    """Nearest centroid per row, by squared Euclidean distance, in row chunks.
+
+    Args:
+        x: ``[G, N, d]`` points.
+        centroids: ``[G, K, d]``.
+        chunk: rows per block (bounds memory at ``G * chunk * K`` floats).
+
+    Returns:
+        ``(assign [G, N] int64, sqdist [G, N])``.
+    """
+    if x.dim() != 3 or centroids.dim() != 3 or x.shape[0] != centroids.shape[0]:
+        raise ValueError(
+            f"expected x [G, N, d] and centroids [G, K, d], got {tuple(x.shape)}, {tuple(centroids.shape)}"
+        )
+    c_sq = centroids.pow(2).sum(-1)  # [G, K]
+    idx_parts, dist_parts = [], []
+    for s in range(0, x.shape[1], chunk):
+        xb = x[:, s : s + chunk]  # [G, n, d]
+        d2 = xb.pow(2).sum(-1, keepdim=True) - 2 * xb @ centroids.transpose(1, 2) + c_sq[:, None, :]
+        val, idx = d2.min(dim=-1)
+        idx_parts.append(idx)
+        dist_parts.append(val.clamp_min(0))
+    return torch.cat(idx_parts, 1), torch.cat(dist_parts, 1)
+
+
+def _init_centroids(x: Tensor, w: Tensor, k: int, gen: torch.Generator) -> Tensor:
+    """Pick ``k`` rows per group with probability proportional to weight (distinct when possible)."""
+    g, n, _ = x.shape
+    rows = []
+    for gi in range(g):
+        probs = w[gi].double().clamp_min(0) + 1e-12
+        if k <= n:
+            idx = torch.multinomial(probs.cpu(), k, replacement=False, generator=gen)
+        else:  # more centroids than points: every point once, then repeats
+            extra = torch.multinomial(probs.cpu(), k - n, replacement=True, generator=gen)
+            idx = torch.cat([torch.arange(n), extra])
+        rows.append(x[gi, idx.to(x.device)])
+    return torch.stack(rows)
+
+
+def weighted_kmeans(
+    x: Tensor,
+    k: int,
+    weights: Tensor | None = None,
+    iters: int = 20,
+    seed: int = 0,
+    init: Tensor | None = None,
+    tol: float = 0.0,
+) -> KMeansResult:
+    """Lloyd's k-means minimizing ``sum_j w_j ||x_j - c_{a(j)}||^2`` per group.
+
+    Empty clusters are re-seeded with the point currently worst served (largest weighted
+    distance), which never increases the objective.
+
+    Args:
+        x: ``[G, N, d]`` or ``[N, d]`` points (float).
+        k: clusters per group.
+        weights: ``[N]`` or ``[G, N]`` non-negative row weights (None = uniform).
+        iters: maximum Lloyd iterations.
+        seed: seeds the weighted random initialization.
+        init: optional initial centroids ``[G, K, d]`` (skips random init).
+        tol: stop when the relative objective improvement falls below this.
+
+    Returns:
+        ``KMeansResult`` (a 2-D input gives ``G = 1``).
+    """
+    if x.dim() == 2:
+        x = x.unsqueeze(0)
+    if x.dim() != 3:
+        raise ValueError(f"x must be [N, d] or [G, N, d], got {tuple(x.shape)}")
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    g, n, d = x.shape
+    if n == 0:
+        raise ValueError("k-means needs at least one point")
+    x = x.float()
+    if weights is None:
+        w = torch.ones(g, n, device=x.device)
+    else:
+        w = weights.to(x.device, torch.float32)
+        w = w.expand(g, n) if w.dim() == 1 else w
+        if w.shape != (g, n) or bool((w < 0).any()):
+            raise ValueError("weights must be non-negative with shape [N] or [G, N]")
+    gen = torch.Generator().manual_seed(seed)
+    cent = init.to(x.device, torch.float32).clone() if init is not None else _init_centroids(x, w, k, gen)
+    if cent.shape != (g, k, d):
+        raise ValueError(f"init must have shape {(g, k, d)}, got {tuple(cent.shape)}")
+    assign, dist = nearest(x, cent)
+    history = [float((w * dist).sum())]
+    for _ in range(iters):
+        sums = torch.zeros(g, k, d, device=x.device).scatter_add_(
+            1, assign.unsqueeze(-1).expand(g, n, d), x * w.unsqueeze(-1)
+        )
+        mass = torch.zeros(g, k, device=x.device).scatter_add_(1, assign, w)
+        new = torch.where(mass.unsqueeze(-1) > 0, sums / mass.clamp_min(1e-12).unsqueeze(-1), cent)
+        empty = mass <= 0
+        if bool(empty.any()):
+            wd = w * dist
+            for gi in range(g):
+                slots = empty[gi].nonzero().flatten()
+                worst = wd[gi].topk(min(len(slots), n)).indices
+                new[gi, slots[: len(worst)]] = x[gi, worst]
+        cent = new
+        assign, dist = nearest(x, cent)
+        history.append(float((w * dist).sum()))
+        prev, cur = history[-2], history[-1]
+        if tol > 0 and prev - cur <= tol * max(prev, 1e-30):
+            break
+    return KMeansResult(centroids=cent, assign=assign, objective=history)
