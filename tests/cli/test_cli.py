@@ -94,6 +94,28 @@ def test_demo_toy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CTRZIP_CACHE", str(tmp_path))
     res = runner.invoke(app, ["demo", "--rows", "4000", "--epochs", "1", "--no-progress"])
     assert res.exit_code == 0, res.output
-    assert "DeepFM (dense)" in res.output
-    res = runner.invoke(app, ["demo", "--rows", "4000", "--epochs", "1", "--no-progress"])
+    out = res.output.replace("\n", " ")
+    for row in ("DeepFM (dense)", "control", "mec(M=4,K=64)", "lowrank"):
+        assert row in out
+    res = runner.invoke(app, ["demo", "--rows", "4000", "--epochs", "1", "--no-progress", "--no-compress"])
+    assert res.exit_code == 0, res.output
     assert "using cached demo data" in res.output
+
+
+@pytest.mark.parametrize("model", __import__("ctrzip.models", fromlist=["MODELS"]).MODELS.keys())
+def test_every_model_trains_through_ctrzip_train(tmp_path: Path, encoded: Path, model: str) -> None:
+    cfg = tmp_path / "run.yaml"
+    params = {"embedding_dim": 1} if model == "lr" else {"embedding_dim": 4}
+    cfg.write_text(
+        json.dumps(
+            {
+                "dataset": str(encoded),
+                "model": {"name": model, "params": params},
+                "train": {"epochs": 1, "batch_size": 1024, "progress": False, "max_steps": 3},
+            }
+        )
+    )
+    res = runner.invoke(app, ["train", "--config", str(cfg), "--out", str(tmp_path / "art")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "art" / "model.safetensors").exists()
+    assert "valid" in res.output and "test" in res.output
