@@ -64,3 +64,11 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(doc, indent=2))
     return path
+
+
+def machine_tag() -> str:
+    """Short file-name tag: ``h100``-like GPU name or ``cpu<cores>``."""
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0).lower()
+        return next((w for w in name.replace("-", " ").split() if any(c.isdigit() for c in w)), "gpu")
+    return f"cpu{os.cpu_count()}"

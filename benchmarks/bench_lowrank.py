@@ -26,8 +26,7 @@ import argparse
 import copy
 import hashlib
 import json
-import platform
-import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -46,6 +45,9 @@ from ctrzip.data.loader import BatchLoader
 from ctrzip.data.schema import FeatureSchema, FieldSpec
 from ctrzip.models.base import CTRModel, build_model
 from ctrzip.train import TrainConfig, Trainer, evaluate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import git_sha, machine, machine_tag  # noqa: E402
 
 MODELS = "deepfm,dcn,dcnv2,nfm,autoint,fibinet,gdcn"
 
@@ -101,9 +103,10 @@ class Bench:
         )
         self.timing_batches = list(loader)
         self.meta = {
-            "machine": platform.node() or platform.processor(),
+            "machine": machine(),
+            "machine_tag": machine_tag(),
             "torch": torch.__version__,
-            "git": _git_sha(),
+            "git": git_sha(),
             "config_hash": hashlib.sha256(json.dumps(vars(args), sort_keys=True).encode()).hexdigest()[:12],
             "threads": args.threads,
             "eval_split": args.eval_split,
@@ -209,16 +212,6 @@ class Bench:
         row("tt EMB r16", TTConfig(tt_rank=16, min_vocab=a.tt_min_vocab, **common), "embedding")
 
 
-def _git_sha() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-        )
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
 def _ints(s: str) -> list[int]:
     return [int(x) for x in s.split(",") if x]
 
@@ -273,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     out = (
         args.out
         or Path("benchmarks/results")
-        / f"lowrank_{bench.meta['machine']}{'_smoke' if args.smoke else ''}.jsonl"
+        / f"lowrank_{bench.meta['machine_tag']}{'_smoke' if args.smoke else ''}.jsonl"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as fh:

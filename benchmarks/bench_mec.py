@@ -22,9 +22,8 @@ import argparse
 import copy
 import hashlib
 import json
-import platform
 import statistics
-import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +37,9 @@ from ctrzip.compress.mec_stage2 import StageTwoConfig, finetune, model_bytes
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.models.base import CTRModel, build_model
 from ctrzip.train import TrainConfig, Trainer, evaluate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import git_sha, machine, machine_tag  # noqa: E402
 
 
 def synthetic_dataset(rows: int, seed: int, min_count: int) -> EncodedDataset:
@@ -53,16 +55,6 @@ def synthetic_dataset(rows: int, seed: int, min_count: int) -> EncodedDataset:
     return EncodedDataset.open(enc)
 
 
-def _git_sha() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-        )
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
 def _m(x: dict[str, float]) -> dict[str, float]:
     return {"auc": round(x["auc"], 5), "logloss": round(x["logloss"], 5)}
 
@@ -74,9 +66,10 @@ class Bench:
         self.args, self.data = args, data
         self.records: list[dict[str, Any]] = []
         self.meta = {
-            "machine": platform.node() or platform.processor(),
+            "machine": machine(),
+            "machine_tag": machine_tag(),
             "torch": torch.__version__,
-            "git": _git_sha(),
+            "git": git_sha(),
             "config_hash": hashlib.sha256(
                 json.dumps(vars(args), sort_keys=True, default=str).encode()
             ).hexdigest()[:12],
@@ -302,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     for seed in args.seeds:
         bench.run(seed)
     out = args.out or Path(__file__).parent / "results" / (
-        f"mec_{bench.meta['machine']}{'_smoke' if args.smoke else ''}.jsonl"
+        f"mec_{bench.meta['machine_tag']}{'_smoke' if args.smoke else ''}.jsonl"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as fh:
