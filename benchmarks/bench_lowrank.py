@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ctrzip.bench.sizes import size_report
 from ctrzip.compress import compress
 from ctrzip.compress._factorized import StepOptions, count_params, finetune_control
 from ctrzip.compress.lowrank import LowRankConfig
@@ -131,7 +132,7 @@ class Bench:
             "seed": seed,
             "row": row,
             "params_M": count_params(model) / 1e6,
-            "bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
+            "bytes": size_report(model)["total"]["bytes"],  # tables via nbytes(), buffers included
             "direct": _metrics(step.get("direct")),
             "finetuned": _metrics(step.get("finetuned")),
             "throughput": self.throughput(model) if self.args.throughput_batch else None,
@@ -174,6 +175,9 @@ class Bench:
         common = self.common(lr)
         control = finetune_control(base, StepOptions(**common), data)
         self.record(name, seed, "dense + FT (control)", base, {"direct": control.get("finetuned")})
+        # the MLP+EMB pipeline fine-tunes twice: its control gets twice the epochs
+        control2 = finetune_control(base, StepOptions(**{**common, "finetune_epochs": 2 * a.ft_epochs}), data)
+        self.record(name, seed, "dense + 2xFT (control)", base, {"direct": control2.get("finetuned")})
 
         def row(label: str, cfg: Any, step: str, start: CTRModel = base) -> CTRModel:
             m = copy.deepcopy(start)
