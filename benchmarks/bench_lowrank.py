@@ -108,7 +108,9 @@ class Bench:
             "machine_tag": machine_tag(),
             "torch": torch.__version__,
             "git": git_sha(),
-            "config_hash": hashlib.sha256(json.dumps(vars(args), sort_keys=True).encode()).hexdigest()[:12],
+            "config_hash": hashlib.sha256(
+                json.dumps(vars(args), sort_keys=True, default=str).encode()
+            ).hexdigest()[:12],
             "threads": args.threads,
             "eval_split": args.eval_split,
         }

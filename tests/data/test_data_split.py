@@ -86,3 +86,21 @@ def test_assigner_is_pure_function_of_row_index() -> None:
     np.testing.assert_allclose(np.bincount(full) / len(rows), [0.8, 0.1, 0.1], atol=0.01)
     with pytest.raises(ValueError, match="total row count"):
         SplitAssigner(SplitConfig("sequential", [0.5, 0.5]))
+
+
+def test_row_uniforms_are_splitmix64_of_the_row_index() -> None:
+    """Pins the random split to an independent pure-Python splitmix64 (refactors keep it)."""
+    from ctrzip.data.split import row_uniforms
+
+    mask = 2**64 - 1
+
+    def mix(x: int) -> int:
+        z = (x + 0x9E3779B97F4A7C15) & mask
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        return z ^ (z >> 31)
+
+    key = mix(mix(0x5EED) ^ 7)
+    rows = [0, 1, 5, 123456, 10**12]
+    want = [(mix(r ^ key) >> 11) / 2**53 for r in rows]
+    np.testing.assert_array_equal(row_uniforms(7, np.array(rows)), want)

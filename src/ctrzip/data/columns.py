@@ -5,11 +5,14 @@ full pass. Pass 1 turns every categorical value into a stable code (a Polars ``C
 string table that persists across blocks), every bucketed number into a stable code of its
 integer token (``TokenCoder``), and keeps dense numbers raw; pass 2 maps codes to final ids
 with one lookup table, with no re-parse. Code 0 is always "missing" (or sequence padding).
+Blocks whose fields arrive as exact 64-bit keys skip the per-row string work: ``KeyedCoder``
+(``ctrzip.data.keyed``) runs the expressions below once per new distinct value instead.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,7 +140,14 @@ class ColumnPlan:
         # A Categories table lives only while some Series uses it: keep one per field alive
         # so codes stay stable across blocks.
         self._alive = [pl.Series(name, [], dtype=pl.Categorical(c)) for name, c in self.categories.items()]
+        # every category as it is created (code, text): reading them back from a Categories
+        # object afterwards goes through Python one value at a time
+        self._made: dict[str, list[tuple[np.ndarray, pl.Series]]] = {n: [] for n in self.categories}
+        self._n_made = dict.fromkeys(self.categories, 0)
         self.tokens = {f.name: TokenCoder() for f in self.sparse if f.type == "numeric"}
+        from ctrzip.data.keyed import KeyedCoder  # keyed builds on this module
+
+        self.keyed = KeyedCoder(self) if self.key_columns is not None else None
 
     @property
     def source_columns(self) -> list[str]:
@@ -147,15 +157,53 @@ class ColumnPlan:
                 cols.append(f.column)
         return cols
 
+    @property
+    def key_columns(self) -> list[str] | None:
+        """Source column of each value slot (label, sparse, dense fields) for the keyed fast
+        path, or None when a field needs more than one value per row (sequences)."""
+        if any(f.type == "sequence" for f in self.sparse) or len(self.sparse) + len(self.dense) >= 255:
+            return None
+        return [self.config.label] + [f.column for f in self.sparse] + [f.column for f in self.dense]
+
     def values(self, name: str) -> pl.Series:
         """Values of a sparse field's provisional codes (index k <-> code k + 1)."""
         if name in self.tokens:
             return pl.Series(name, self.tokens[name].values, dtype=pl.Int64)
-        return self.categories[name].to_series()
+        made = self._made[name]
+        if made:
+            codes = np.concatenate([c for c, _ in made])
+            fresh, first = np.unique(codes, return_index=True)
+            if np.array_equal(fresh, np.arange(1, len(fresh) + 1)):
+                return pl.concat([t for _, t in made])[first].rename(name)
+        return self.categories[name].to_series()  # slow path, never expected
+
+    def record_categories(
+        self, name: str, codes: np.ndarray, text: pl.Series | Callable[[np.ndarray], pl.Series]
+    ) -> None:
+        """Remember the strings of categories first coded in ``codes`` (reading them back from
+        a ``Categories`` object goes through Python one value at a time).
+
+        Args:
+            name: the field.
+            codes: provisional codes just made.
+            text: the strings of ``codes`` (a Series aligned with them), or a function giving
+                the strings at some rows (called for one row per new code).
+        """
+        new = codes > self._n_made[name]
+        if not new.any():
+            return
+        if isinstance(text, pl.Series):  # few rows (new distinct raw values): keep them all
+            self._made[name].append((codes[new], text.filter(pl.Series(new))))
+            self._n_made[name] = int(codes.max())
+            return
+        fresh, first = np.unique(codes[new], return_index=True)
+        self._made[name].append((fresh, text(np.flatnonzero(new)[first]).cast(pl.String)))
+        self._n_made[name] = int(fresh[-1])
 
     # --- expressions -------------------------------------------------------------------
-    def _token_string(self, f: FeatureConfig) -> pl.Expr:
-        src = pl.col(f.column)
+    def token_string(self, f: FeatureConfig, src: pl.Expr | None = None) -> pl.Expr:
+        """The categorical token of ``f`` from its raw column (or ``src``)."""
+        src = pl.col(f.column) if src is None else src
         if f.derive == "hour_of_day":
             return src.str.slice(6, 2)
         if f.derive == "weekday":
@@ -163,9 +211,10 @@ class ColumnPlan:
             return date.dt.weekday().cast(pl.String)
         return src
 
-    def _code_expr(self, f: FeatureConfig) -> pl.Expr:
+    def code_expr(self, f: FeatureConfig, src: pl.Expr | None = None) -> pl.Expr:
+        """int32 provisional code of a scalar categorical field (0 = missing)."""
         cat = pl.Categorical(self.categories[f.name])
-        return self._token_string(f).cast(cat).to_physical().cast(pl.Int32).add(1).fill_null(0)
+        return self.token_string(f, src).cast(cat).to_physical().cast(pl.Int32).add(1).fill_null(0)
 
     def _numeric_sources(self) -> list[str]:
         out: list[str] = []
@@ -182,20 +231,29 @@ class ColumnPlan:
         return out
 
     # --- apply ---------------------------------------------------------------------------
+    def prepare(self, table: RawTable) -> RawTable:
+        """Work on a block that needs no state of the plan (run ahead in the reader thread)."""
+        return self.keyed.prepare(table) if self.keyed is not None else table
+
     def apply(self, table: RawTable, bad: BadRows, path: str) -> CodedBlock:
         """Validate and code one block; bad rows are reported to ``bad`` and dropped.
 
-        One Polars ``select`` (parallel over columns) parses numbers and codes strings; the
-        checks and the numeric bucket run in numpy on its output.
+        A keyed block (``RawTable.keys``) is coded through lookup tables (``KeyedCoder``);
+        otherwise, or when it has bad values, one Polars ``select`` (parallel over columns)
+        parses numbers and codes strings, and the checks and the numeric bucket run in numpy.
         """
+        if table.keys is not None and self.keyed is not None:
+            coded = self.keyed.apply(table)
+            if coded is not None:
+                return CodedBlock(*coded, rows=table.rows)
         frame = table.frame
         nums, derived = self._numeric_sources(), self._derived_sources()
         scalar = [f for f in self.sparse if f.type == "categorical"]
         exprs = [pl.col(self.config.label).cast(pl.Float64, strict=False).alias("_label")]
         exprs += [pl.col(c).cast(pl.Float64, strict=False).alias(f"_v{i}") for i, c in enumerate(nums)]
         exprs += [pl.col(c).is_null().alias(f"_n{i}") for i, c in enumerate(nums)]
-        exprs += [_bad_timestamp(pl.col(c)).alias(f"_t{i}") for i, c in enumerate(derived)]
-        exprs += [self._code_expr(f).alias(f"_c_{f.name}") for f in scalar]
+        exprs += [bad_timestamp(pl.col(c)).alias(f"_t{i}") for i, c in enumerate(derived)]
+        exprs += [self.code_expr(f).alias(f"_c_{f.name}") for f in scalar]
         out = frame.select(exprs)
         label = out.get_column("_label").to_numpy()
         values = [out.get_column(f"_v{i}").to_numpy() for i in range(len(nums))]  # NaN = null
@@ -214,7 +272,11 @@ class ColumnPlan:
         n = len(frame)
         codes = np.empty((n, self.width), dtype=np.int32)
         for f in scalar:
-            codes[:, self.slices[f.name].start] = out.get_column(f"_c_{f.name}").to_numpy()
+            fcodes = out.get_column(f"_c_{f.name}").to_numpy()
+            self.record_categories(
+                f.name, fcodes, lambda rows, f=f: frame[rows].select(self.token_string(f)).to_series()
+            )
+            codes[:, self.slices[f.name].start] = fcodes
         dense = np.empty((n, len(self.dense)), dtype=np.float32)
         for f in self.config.features:
             if f.type == "numeric":
@@ -236,6 +298,7 @@ class ColumnPlan:
         flat = lists.explode().drop_nulls()
         cat = pl.Categorical(self.categories[f.name])
         ids = flat.cast(cat).to_physical().cast(pl.Int32).to_numpy() + 1
+        self.record_categories(f.name, ids, flat.gather)
         out = np.zeros((len(frame), f.max_len), dtype=np.int32)
         rows = np.repeat(np.arange(len(frame)), lens)
         starts = np.cumsum(lens) - lens
@@ -261,7 +324,7 @@ class ColumnPlan:
         bad.add(path, table.lines[idx], reasons)
 
 
-def _bad_timestamp(src: pl.Expr) -> pl.Expr:
+def bad_timestamp(src: pl.Expr) -> pl.Expr:
     """True where a present value is not a valid ``YYMMDDHH`` timestamp."""
     date = src.str.slice(0, 6).str.strptime(pl.Date, "%y%m%d", strict=False)
     hour = src.str.slice(6, 2).cast(pl.Int32, strict=False)

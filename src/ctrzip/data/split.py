@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ctrzip._utils import mix_key, splitmix64
 from ctrzip.data.config import SplitConfig
-from ctrzip.data.synth.hashing import mix_key, splitmix64, uniform01
 
 # Split codes stored per row while encoding; index into ``SplitConfig.names``.
 TRAIN, VALID, TEST = 0, 1, 2
@@ -18,7 +18,8 @@ TRAIN, VALID, TEST = 0, 1, 2
 def row_uniforms(seed: int, rows: np.ndarray) -> np.ndarray:
     """A uniform [0, 1) draw per row index, a pure function of (seed, row index)."""
     key = mix_key(0x5EED, seed)
-    return uniform01(splitmix64(np.asarray(rows, dtype=np.uint64) ^ key))
+    h = splitmix64(np.asarray(rows, dtype=np.uint64) ^ key)
+    return (h >> np.uint64(11)).astype(np.float64) * 2.0**-53  # top 53 bits
 
 
 class SplitAssigner:

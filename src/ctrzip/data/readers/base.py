@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,22 +26,45 @@ class DataFormatError(ValueError):
     """The input as a whole is unusable: empty file, missing columns, unknown format."""
 
 
-@dataclass
 class RawTable:
     """One block of raw rows.
 
     Args:
-        frame: the requested columns as ``pl.String`` (null = missing), rows in file order.
+        frame: the requested columns as ``pl.String`` (null = missing), rows in file order;
+            None when ``parse`` builds it on first use.
         lines: int64 [n], 1-based line number of each row (row number for parquet).
         rows: int64 [n], 0-based data-row index in the input (bad rows counted too), the key
             of the random split.
         nbytes: input bytes this block consumed (progress).
+        keys: optional uint64 [n, k] exact keys of the ``key_columns`` asked of the reader
+            (``ctrzip.data.readers.fields``); the encoder's fast path reads these instead.
+        parse: builds ``frame`` when it is first needed (a keyed block rarely needs it).
+
+    ``hashes`` (uint64, like ``keys``) is left for the encoder to fill ahead of time.
     """
 
-    frame: pl.DataFrame
-    lines: np.ndarray
-    rows: np.ndarray
-    nbytes: int = 0
+    def __init__(
+        self,
+        frame: pl.DataFrame | None,
+        lines: np.ndarray,
+        rows: np.ndarray,
+        nbytes: int = 0,
+        *,
+        keys: np.ndarray | None = None,
+        parse: Callable[[], pl.DataFrame] | None = None,
+    ) -> None:
+        if frame is None and parse is None:
+            raise ValueError("RawTable needs a frame or a parse function")
+        self._frame, self._parse = frame, parse
+        self.lines, self.rows, self.nbytes, self.keys = lines, rows, nbytes, keys
+        self.hashes: np.ndarray | None = None
+
+    @property
+    def frame(self) -> pl.DataFrame:
+        if self._frame is None:
+            assert self._parse is not None
+            self._frame, self._parse = self._parse(), None
+        return self._frame
 
     def drop(self, bad: np.ndarray) -> RawTable:
         keep = ~bad
@@ -110,8 +133,14 @@ class Reader(abc.ABC):
         """Column names the file provides."""
 
     @abc.abstractmethod
-    def iter_tables(self, columns: list[str], bad: BadRows) -> Iterator[RawTable]:
-        """Yield blocks holding ``columns``; structurally bad rows go to ``bad``."""
+    def iter_tables(
+        self, columns: list[str], bad: BadRows, key_columns: list[str] | None = None
+    ) -> Iterator[RawTable]:
+        """Yield blocks holding ``columns``; structurally bad rows go to ``bad``.
+
+        ``key_columns`` (repeats allowed) asks for ``RawTable.keys`` where the reader can
+        give them; readers that cannot ignore it.
+        """
 
     @abc.abstractmethod
     def count_rows(self) -> int:

@@ -2,11 +2,14 @@
 
 Column-count errors are found by one ``bytes.count`` of the separator per block (C speed);
 only a block whose count is off is split into lines (vectorized) to locate the bad ones.
+Blocks of short plain fields are handed over as exact keys instead (``readers.fields``) and
+parsed by Polars only if the encoder needs the strings (bad values).
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from ctrzip.data.readers.base import BadRows, DataFormatError, RawTable, Reader
+from ctrzip.data.readers.fields import field_keys
 from ctrzip.data.readers.text import (
     count_byte_per_line,
     count_lines,
@@ -23,6 +27,7 @@ from ctrzip.data.readers.text import (
     read_first_line,
 )
 
+KEYED_BLOCK_BYTES = 8 << 20
 CRITEO_COLUMNS = ["label"] + [f"I{i}" for i in range(1, 14)] + [f"C{i}" for i in range(1, 27)]
 
 
@@ -82,16 +87,29 @@ class DelimitedReader(Reader):
             columns=sorted(self._names.index(c) for c in columns),
         )
 
-    def iter_tables(self, columns: list[str], bad: BadRows) -> Iterator[RawTable]:
+    def iter_tables(
+        self, columns: list[str], bad: BadRows, key_columns: list[str] | None = None
+    ) -> Iterator[RawTable]:
         self.require(columns)
+        self.require(list(key_columns or []))
+        key_idx = None if key_columns is None else [self._names.index(c) for c in key_columns]
         sep = self.separator.encode()
         want = len(self._names) - 1
         row0 = 0
-        for blk in iter_blocks(self.path, self.block_bytes, self._offset, self._first_line):
+        # keyed blocks: smaller, so that the per-field arrays (several times the text) stay
+        # under glibc's mmap threshold and their memory is reused rather than faulted in
+        size = self.block_bytes if key_idx is None else min(self.block_bytes, KEYED_BLOCK_BYTES)
+        for blk in iter_blocks(self.path, size, self._offset, self._first_line):
             lines = np.arange(blk.first_line, blk.first_line + blk.n_lines, dtype=np.int64)
             rows = np.arange(row0, row0 + blk.n_lines, dtype=np.int64)
             row0 += blk.n_lines
             data, frame = blk.data, None
+            if key_idx is not None:
+                keys = field_keys(data, self.separator, blk.n_lines, len(self._names), key_idx, self.quote)
+                if keys is not None:
+                    parse = functools.partial(self._parse, data, columns)
+                    yield RawTable(None, lines, rows, len(data), keys=keys, parse=parse)
+                    continue
             if data.count(sep) == want * blk.n_lines and b"\n\n" not in data and data[:1] != b"\n":
                 try:
                     frame = self._parse(data, columns)

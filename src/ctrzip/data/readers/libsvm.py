@@ -63,7 +63,9 @@ class LibsvmReader(Reader):
     def count_rows(self) -> int:
         return count_lines(self.path)
 
-    def iter_tables(self, columns: list[str], bad: BadRows) -> Iterator[RawTable]:
+    def iter_tables(
+        self, columns: list[str], bad: BadRows, key_columns: list[str] | None = None
+    ) -> Iterator[RawTable]:
         self.require(columns)
         row0 = 0
         for blk in iter_blocks(self.path, self.block_bytes):

@@ -39,7 +39,9 @@ class ParquetReader(Reader):
     def count_rows(self) -> int:
         return int(self._rows)
 
-    def iter_tables(self, columns: list[str], bad: BadRows) -> Iterator[RawTable]:
+    def iter_tables(
+        self, columns: list[str], bad: BadRows, key_columns: list[str] | None = None
+    ) -> Iterator[RawTable]:
         self.require(columns)
         row0 = 0
         total = self.total_bytes
