@@ -205,3 +205,16 @@ def test_amp_on_cuda_trains(splits, amp) -> None:
     assert all(math.isfinite(r["train_loss"]) for r in hist.epochs)
     assert hist.best["val_auc"] > 0.6
     assert next(model.parameters()).dtype == torch.float32  # weights stay fp32 under autocast
+
+
+def test_clip_scales_only_above_max_norm() -> None:
+    a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(4))
+    trainer = Trainer(TrainConfig(progress=False))
+    trainer._params = [a, b]
+    a.grad, b.grad = torch.full((3,), 2.0), torch.full((4,), 2.0)  # global norm = 2 * sqrt(7)
+    trainer._clip(1.0)
+    total = torch.cat([a.grad, b.grad]).norm()
+    assert abs(float(total) - 1.0) < 1e-5
+    a.grad, b.grad = torch.full((3,), 0.1), torch.full((4,), 0.1)
+    trainer._clip(1.0)
+    assert torch.equal(a.grad, torch.full((3,), 0.1)) and torch.equal(b.grad, torch.full((4,), 0.1))
