@@ -10,7 +10,9 @@ import numpy as np
 import polars as pl
 import pytest
 
+from ctrzip.data import keycoder
 from ctrzip.data import keyed as keyed_mod
+from ctrzip.data.columns import ColumnPlan
 from ctrzip.data.encode import encode_dataset
 from ctrzip.data.keycoder import KeyCoder, decode_keys
 from ctrzip.data.readers import delimited
@@ -25,7 +27,9 @@ def _text_key(text: str) -> int:
     return int.from_bytes(text.encode().ljust(8, b"\0"), "little")
 
 
-def test_key_coder_codes_are_stable_dense_and_exact() -> None:
+@pytest.mark.parametrize("place_rows", [1 << 20, 7])
+def test_key_coder_codes_are_stable_dense_and_exact(monkeypatch, place_rows) -> None:
+    monkeypatch.setattr(keycoder, "_PLACE_ROWS", place_rows)  # 7: inserts and rehashes in slices
     rng = np.random.default_rng(0)
     coder = KeyCoder(bits=2)  # tiny: forces collisions, walks and several rehashes
     seen: dict[int, int] = {}
@@ -40,6 +44,7 @@ def test_key_coder_codes_are_stable_dense_and_exact() -> None:
                 assert seen.setdefault(k, c) == c
         assert np.array_equal(coder.keys[codes[keys != 0] - 1], keys[keys != 0])
     assert sorted(seen.values()) == list(range(1, coder.size + 1)) and coder.size == len(seen)
+    assert coder.size <= keycoder._MAX_LOAD * coder._home  # the load bound that sizes the table
 
 
 def test_decode_keys_round_trips_short_ascii() -> None:
@@ -175,3 +180,51 @@ def test_avazu_like_with_bad_rows_and_quotes_encodes_identically(monkeypatch, tm
     assert (
         meta["bad_rows"]["count"] == 2 and "'seven' is not a finite number" in meta["bad_rows"]["examples"][1]
     )
+
+
+@pytest.mark.parametrize("generic_block", [False, True])
+def test_keyed_fields_skip_the_category_tables_until_a_generic_block(monkeypatch, tmp_path, generic_block):
+    """Memory: while only keyed blocks come, plain categorical values get codes without a
+    Polars ``Categories`` entry (~100 bytes each); a generic block loads them in code order."""
+    rng = np.random.default_rng(5)
+    cats = rng.integers(0, 300, (2000, 3))
+    lines = []
+    for i, (a, b, c) in enumerate(cats):
+        num = "123456789" if generic_block and i == 1500 else str(a % 7)  # 9 bytes: generic
+        lines.append(f"{int(rng.random() < 0.3)}\t{num}\tk{a:x}\tv{b:x}\t{'' if c % 5 == 0 else c}")
+    path = tmp_path / "raw.txt"
+    path.write_text("\n".join(lines) + "\n")
+    cfg = {
+        "name": "t",
+        "format": "csv",
+        "separator": "\t",
+        "label": "y",
+        "block_mb": 0.005,
+        "features": [
+            {"name": "n", "type": "numeric"},
+            {"name": "a", "type": "categorical"},
+            {"name": "b", "type": "categorical"},
+            {"name": "c", "type": "categorical"},
+        ],
+        "split": {"method": "random", "ratios": [0.7, 0.3], "seed": 2},
+    }
+    path.write_text("y\tn\ta\tb\tc\n" + path.read_text())
+    seen = []
+    release = ColumnPlan.release
+
+    def spy(plan):
+        names = ("a", "b", "c")
+        entries = {n: len(plan.categories[n].to_series()) for n in names}
+        seen.append((plan.lazy, entries, {n: plan.values(n).to_list() for n in names}))
+        release(plan)
+
+    monkeypatch.setattr(ColumnPlan, "release", spy)
+    a, b, _ = _encode_both(monkeypatch, cfg, path, tmp_path)
+    _assert_same_dataset(a, b)
+    (lazy, entries, values), (generic_lazy, _, generic_values) = seen
+    assert lazy == (not generic_block) and not generic_lazy
+    assert all(v == 0 for v in entries.values()) if lazy else all(v > 0 for v in entries.values())
+    # codes number each field's distinct non-empty values in first-seen order, on both paths
+    columns = zip(*[ln.split("\t")[2:] for ln in lines], strict=True)
+    first_seen = {n: list(dict.fromkeys(v for v in col if v)) for n, col in zip("abc", columns, strict=True)}
+    assert values == generic_values == first_seen

@@ -148,6 +148,11 @@ class ColumnPlan:
         from ctrzip.data.keyed import KeyedCoder  # keyed builds on this module
 
         self.keyed = KeyedCoder(self) if self.key_columns is not None else None
+        # While only keyed blocks were seen, plain categorical fields number their values
+        # themselves (``next_codes``) and the Categories tables stay empty: a Categories entry
+        # costs ~100 bytes, tens of millions of them are most of the encoder's memory.
+        self.lazy = self.keyed is not None
+        self._lazy_raw: dict[str, list[np.ndarray]] = {n: [] for n in self.categories}  # raw code per code
 
     @property
     def source_columns(self) -> list[str]:
@@ -165,17 +170,68 @@ class ColumnPlan:
             return None
         return [self.config.label] + [f.column for f in self.sparse] + [f.column for f in self.dense]
 
-    def values(self, name: str) -> pl.Series:
-        """Values of a sparse field's provisional codes (index k <-> code k + 1)."""
+    def values(self, name: str, index: np.ndarray | None = None) -> pl.Series:
+        """Values of a sparse field's provisional codes (index k <-> code k + 1), all of them
+        or those at ``index`` (the training vocabulary needs only the frequent few)."""
         if name in self.tokens:
-            return pl.Series(name, self.tokens[name].values, dtype=pl.Int64)
+            out = pl.Series(name, self.tokens[name].values, dtype=pl.Int64)
+            return out if index is None else out[index]
+        if self.lazy and self._lazy_raw.get(name):
+            assert self.keyed is not None
+            raw = np.concatenate(self._lazy_raw[name])  # code k + 1 <-> raw[k]
+            return self.keyed.text_of(raw if index is None else raw[index]).rename(name)
         made = self._made[name]
         if made:
             codes = np.concatenate([c for c, _ in made])
             fresh, first = np.unique(codes, return_index=True)
             if np.array_equal(fresh, np.arange(1, len(fresh) + 1)):
-                return pl.concat([t for _, t in made])[first].rename(name)
-        return self.categories[name].to_series()  # slow path, never expected
+                return pl.concat([t for _, t in made])[first if index is None else first[index]].rename(name)
+        if self._n_made[name] == 0:
+            return pl.Series(name, [], dtype=pl.String)
+        out = self.categories[name].to_series()  # slow path, never expected
+        return out if index is None else out[index]
+
+    def n_values(self, name: str) -> int:
+        """How many provisional codes (besides 0) a sparse field has."""
+        return len(self.tokens[name].values) if name in self.tokens else self._n_made[name]
+
+    def release(self) -> None:
+        """Drop the per-value state of pass 1 (hash table, lookup tables, string tables)
+        once the code -> id tables are built: pass 2 needs none of it."""
+        self.keyed = None
+        self._made = {n: [] for n in self._made}
+        self._lazy_raw = {n: [] for n in self._lazy_raw}
+        self._alive = []
+        self.categories = {}
+
+    def next_codes(self, name: str, present: np.ndarray, raw: np.ndarray) -> np.ndarray:
+        """Provisional codes of new distinct values of a plain categorical field while
+        ``lazy``: 0 where not ``present`` (missing), else the next codes in order; ``raw``:
+        the keyed raw codes of the present ones (their text, decoded when needed)."""
+        assert self.lazy
+        codes = np.zeros(len(present), dtype=np.int32)
+        k = int(np.count_nonzero(present))
+        start = self._n_made[name] + 1
+        codes[present] = np.arange(start, start + k, dtype=np.int32)
+        self._lazy_raw[name].append(raw.astype(np.int32))
+        self._n_made[name] += k
+        return codes
+
+    def _materialize(self) -> None:
+        """Leave ``lazy`` before a generic block: load each plain categorical field's values,
+        in code order, into its (empty) Categories table so Polars gives them the same codes."""
+        if not self.lazy:
+            return
+        for f in self.sparse:
+            if f.type != "categorical" or f.derive is not None or self._n_made[f.name] == 0:
+                continue
+            values = self.values(f.name)
+            self._made[f.name] = [(np.arange(1, len(values) + 1, dtype=np.int32), values)]
+            self._lazy_raw[f.name] = []
+            got = values.cast(pl.Categorical(self.categories[f.name])).to_physical().to_numpy()
+            if not np.array_equal(got, np.arange(len(values))):
+                raise RuntimeError(f"{f.name}: category codes out of order")  # never expected
+        self.lazy = False
 
     def record_categories(
         self, name: str, codes: np.ndarray, text: pl.Series | Callable[[np.ndarray], pl.Series]
@@ -246,6 +302,7 @@ class ColumnPlan:
             coded = self.keyed.apply(table)
             if coded is not None:
                 return CodedBlock(*coded, rows=table.rows)
+        self._materialize()
         frame = table.frame
         nums, derived = self._numeric_sources(), self._derived_sources()
         scalar = [f for f in self.sparse if f.type == "categorical"]

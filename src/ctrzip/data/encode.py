@@ -1,6 +1,8 @@
 """Encode raw CTR files into ctrzip's on-disk dataset layout, out of core.
 
-Two passes, memory bounded by the block size plus one string table per field:
+Two passes; memory is a few blocks plus ~50 bytes per distinct raw value on the keyed fast
+path (hash table slot, raw key, lookup word, training count; no string tables, see
+``ColumnPlan.lazy``), and only values reaching ``min_count`` are decoded back to text:
 1. read blocks -> validate -> provisional codes (``ColumnPlan``) -> assign rows to splits ->
    append to per-split temporary binaries, counting codes of training rows;
 2. build vocabularies from the training counts (``min_count``, frequency order) and map each
@@ -17,8 +19,10 @@ chunks in a small thread pool.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import shutil
+import sys
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -44,6 +48,7 @@ ENCODER_VERSION = 1
 # their memory is reused instead of faulted in afresh) and chunks converted ahead of writing
 _WRITE_ROWS = 1 << 16
 _WRITE_AHEAD = 2
+_TRIM_EVERY = 8  # blocks between returning freed heap pages to the OS (each return costs refaults)
 Inputs = str | Path | Sequence[str | Path] | Mapping[str, str | Path]
 
 
@@ -179,9 +184,8 @@ class Encoder:
         try:
             with EncodeProgress(progress, sum(p.stat().st_size for p, _ in sources)) as bar:
                 stats = self._scan(plan, sources, assigner, names, files, bad, bar, fit)
-                if fit:
-                    self._fit(plan, stats)
-                luts = self._luts(plan)
+                luts = self._fit(plan, stats) if fit else self._luts(plan)
+                plan.release()
                 counts = self._counts(stats, luts) if fit else None
                 self._write(plan, luts, files, out, bar)
         finally:
@@ -216,6 +220,7 @@ class Encoder:
         stats = _Stats(
             CodeCounter({f.name: f.width for f in plan.sparse}), {f.name: Moments() for f in plan.dense}
         )
+        blocks = 0
         for path, fixed in sources:
             reader = open_reader(self.config, path)
             seen, bad_before = 0, bad.count
@@ -243,31 +248,45 @@ class Encoder:
                         for j, mo in enumerate(stats.moments.values()):
                             mo.add(dense_all[a:b, j])
                 bar.advance(table.nbytes, n)
+                blocks += 1
+                if blocks % _TRIM_EVERY == 0:
+                    _trim()
             if seen == 0 and bad.count == bad_before:
                 raise DataFormatError(f"{path}: no data rows")
         return stats
 
-    def _fit(self, plan: ColumnPlan, stats: _Stats) -> None:
-        self.vocabs, self.normalizers = {}, {}
+    def _fit(self, plan: ColumnPlan, stats: _Stats) -> dict[str, np.ndarray]:
+        """Fit vocabularies and normalizers; returns each sparse field's code -> id table.
+
+        Only values reaching ``min_count`` are read back as text (most raw values are rare),
+        and the lookup table is filled by code, not by a join over every value.
+        """
+        self.vocabs, self.normalizers, luts = {}, {}, {}
         for f in plan.sparse:
-            values = plan.values(f.name)
-            counts = np.zeros(len(values) + 1, dtype=np.int64)
+            n = plan.n_values(f.name)
+            counts = np.zeros(n + 1, dtype=np.int64)
             seen = stats.codes.counts[f.name][: len(counts)]
             counts[: len(seen)] = seen
-            self.vocabs[f.name] = build_vocab(values, counts[1:], self.config.min_count_of(f))
+            kept = np.flatnonzero(counts[1:] >= self.config.min_count_of(f))
+            vocab, order = build_vocab(plan.values(f.name, kept), counts[1:][kept], None, ordered=True)
+            lut = np.full(n + 1, len(vocab) + 1, dtype=np.int32)
+            lut[0] = 0
+            lut[kept[order] + 1] = np.arange(1, len(vocab) + 1, dtype=np.int32)
+            self.vocabs[f.name], luts[f.name] = vocab, lut
         for f in plan.dense:
             assert f.normalizer is not None
             self.normalizers[f.name] = stats.moments[f.name].normalizer(f.normalizer)
+        return luts
 
     def _luts(self, plan: ColumnPlan) -> dict[str, np.ndarray]:
-        """Per sparse field: provisional code -> final id."""
+        """Per sparse field: provisional code -> final id, by value (a fitted encoder)."""
         return {f.name: category_lut(plan.values(f.name), self.vocabs[f.name]) for f in plan.sparse}
 
     def _counts(self, stats: _Stats, luts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Training counts per final id, from the provisional counts (no second read)."""
         out = {}
         for name, lut in luts.items():
-            prov = stats.codes.counts[name]
+            prov = stats.codes.counts[name][: len(lut)]  # past the last code: zeros
             out[name] = id_counts(lut[: len(prov)], prov, len(self.vocabs[name]) + 2)
         return out
 
@@ -340,6 +359,23 @@ class Encoder:
             return
         self.schema().save(out / "feature_map.json")
         self.save(out)
+
+
+def _load_trim() -> Any:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_MALLOC_TRIM = _load_trim() if sys.platform.startswith("linux") else None
+
+
+def _trim() -> None:
+    """Hand the allocator's free pages back to the OS after a block: glibc keeps the freed
+    temporaries of many blocks (hundreds of MB at scale) otherwise."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def _sources(cfg: DatasetConfig, inputs: Inputs) -> list[tuple[Path, str | None]]:

@@ -13,37 +13,46 @@ import polars as pl
 import pyarrow as pa
 
 _FIB = np.uint64(0x9E3779B97F4A7C15)  # 2**64 / golden ratio: multiplicative hashing
-_MAX_LOAD = 0.5
+# grow past this load, back to _GROWN_LOAD: 20-30 bytes a key; fuller tables cost walks
+_MAX_LOAD = 0.6
+_GROWN_LOAD = 0.4
 _PAD = 64  # slots past the last home slot, for collisions there
-_CLAIM = np.uint64(1 << 63)  # + pending index: a slot claimed during insertion
+_CLAIM = np.uint32(1 << 31)  # + pending index: a slot claimed during insertion (codes < 2**31)
+_SLOT = np.dtype([("key", "<u8"), ("code", "<u4")])  # packed: 12 bytes a slot
+_HI = np.uint64(32)
+_PLACE_ROWS = 1 << 20
 
 
 def hash_keys(keys: np.ndarray) -> np.ndarray:
-    """The 64-bit multiplicative hash whose top bits pick a key's home slot."""
-    return keys * _FIB
+    """The top 32 bits of a 64-bit multiplicative hash (as uint64), which pick a key's home
+    slot once scaled to the table (computed ahead, in the reader thread)."""
+    h = keys * _FIB
+    h >>= _HI
+    return h
 
 
 class KeyCoder:
     """uint64 key -> code: key 0 (the empty value) -> 0, other keys -> 1, 2, ... when first seen.
 
-    Linear probing without wrap-around: a key's home slot is the top ``bits`` of a
-    multiplicative hash; collisions move right into a padding area past ``2**bits``, so a
-    probe never needs a modulo and the table always ends with a free slot. A slot is one row
-    (key, code) of a [slots, 2] table: one cache line per probe.
+    Linear probing without wrap-around: a key's home slot is the top 32 bits of a
+    multiplicative hash scaled to the number of home slots (any number: the table grows by
+    ~1.5x, keeping its load in 0.4..0.6); collisions move right into a padding area past
+    the home slots, so a probe never needs a modulo and the table always ends with a free
+    slot. A slot is one packed (key uint64, code uint32) record: 12 bytes, one probe.
 
     Args:
-        bits: log2 of the initial number of home slots (doubles as the table fills).
+        bits: log2 of the initial number of home slots.
     """
 
     def __init__(self, bits: int = 16) -> None:
         self._known = np.zeros(1 << 10, dtype=np.uint64)  # key of code k + 1 at [k]
         self.size = 0
-        self._alloc(bits)
+        self._alloc(1 << bits)
 
-    def _alloc(self, bits: int) -> None:
-        self._bits = bits
-        self._shift = np.uint64(64 - bits)
-        self._table = np.zeros(((1 << bits) + _PAD, 2), dtype=np.uint64)  # code 0 = free
+    def _alloc(self, home: int) -> None:
+        self._home = home
+        self._scale = np.uint64(home)
+        self._table = np.zeros(home + _PAD, dtype=_SLOT)  # code 0 = free
 
     @property
     def keys(self) -> np.ndarray:
@@ -52,8 +61,9 @@ class KeyCoder:
 
     def _slots(self, keys: np.ndarray, hashed: np.ndarray | None = None) -> np.ndarray:
         h = hash_keys(keys) if hashed is None else hashed
-        h >>= self._shift
-        return h.view(np.int64)  # < 2**bits: the same values, no conversion pass
+        h *= self._scale
+        h >>= _HI
+        return h.view(np.int64)  # < home: the same values, no conversion pass
 
     def encode(self, keys: np.ndarray, hashed: np.ndarray | None = None) -> np.ndarray:
         """int32 codes of ``keys`` (uint64 [n]); unseen non-zero keys get new codes.
@@ -63,10 +73,10 @@ class KeyCoder:
         if self.size == 0:  # a first block is all new: insert its distinct keys up front
             self._insert(_first_seen(keys[keys != 0]))
         slots = self._slots(keys, hashed)
-        found = self._table.take(slots, axis=0)
-        codes = found[:, 1].astype(np.int32)
+        found = self._table.take(slots)
+        codes = found["code"].astype(np.int32)
         # a free slot holds key 0, so key 0 at a free slot is a hit with code 0
-        miss = np.flatnonzero(found[:, 0] != keys)
+        miss = np.flatnonzero(found["key"] != keys)
         del found
         if len(miss) == 0:
             return codes
@@ -88,10 +98,10 @@ class KeyCoder:
         todo = np.flatnonzero(keys != 0)
         s = slots[todo]
         while len(todo):
-            found = self._table.take(s, axis=0)
-            free = found[:, 1] == 0
-            hit = ~free & (found[:, 0] == keys[todo])
-            out[todo[hit]] = found[hit, 1]
+            found = self._table.take(s)
+            free = found["code"] == 0
+            hit = ~free & (found["key"] == keys[todo])
+            out[todo[hit]] = found["code"][hit]
             out[todo[free]] = -1
             more = ~hit & ~free
             todo, s = todo[more], s[more] + 1
@@ -100,41 +110,52 @@ class KeyCoder:
     def _insert(self, fresh: np.ndarray) -> None:
         """Add distinct unseen keys with the next codes, growing the table if needed."""
         n = self.size + len(fresh)
+        if n >= np.iinfo(np.int32).max:
+            raise OverflowError("more than 2**31 distinct keys")
         if n > len(self._known):
-            self._known = np.resize(self._known, max(n, 2 * len(self._known)))
+            self._known = grow(self._known, n)
         self._known[self.size : n] = fresh
-        codes = np.arange(self.size + 1, n + 1, dtype=np.uint64)
+        first = self.size + 1
         self.size = n
-        if n > _MAX_LOAD * (1 << self._bits):
-            bits = self._bits
-            while n > _MAX_LOAD * (1 << bits):
-                bits += 1
-            self._alloc(bits)
-            fresh, codes = self._known[:n], np.arange(1, n + 1, dtype=np.uint64)
-        self._place(fresh, codes)
+        if n > _MAX_LOAD * self._home:
+            self._table = np.zeros(0, dtype=_SLOT)  # the old table goes before the new one comes
+            self._alloc(int(n / _GROWN_LOAD) + 1)
+            fresh, first = self._known[:n], 1
+        # in slices: a rehash of tens of millions of keys would otherwise need several
+        # temporaries of its size at once (ascending codes across slices keep the placement rule)
+        for a in range(0, len(fresh), _PLACE_ROWS):
+            part = fresh[a : a + _PLACE_ROWS]
+            self._place(part, np.arange(first + a, first + a + len(part), dtype=np.uint32))
 
     def _place(self, keys: np.ndarray, codes: np.ndarray) -> None:
         """Write distinct absent keys (ascending codes) at the first free slot right of home.
         Each round every pending key claims its slot if free or steps right if taken."""
-        s = self._slots(keys).copy()
+        s = self._slots(keys)  # a fresh array: modified in place below
         todo = np.arange(len(keys))
         table = self._table
         while len(todo):
             if s.max() >= len(table) - 1:  # keep a free slot at the very end
-                table = self._table = np.concatenate([table, np.zeros((_PAD, 2), dtype=np.uint64)])
-            taken = table[s, 1] != 0
+                table = self._table = np.concatenate([table, np.zeros(_PAD, dtype=_SLOT)])
+            col_key, col_code = table["key"], table["code"]
+            taken = col_code[s] != 0
             s[taken] += 1
             claim = np.flatnonzero(~taken)
-            marks = _CLAIM + todo[claim].astype(np.uint64)  # never a code
+            marks = _CLAIM + todo[claim].astype(np.uint32)  # never a code
             # written in reverse so the lowest code wins a contested slot: codes come in
             # first-seen order, so frequent keys tend to stay in their home slot
-            table[s[claim][::-1], 1] = marks[::-1]
-            won = claim[table[s[claim], 1] == marks]
-            table[s[won], 0] = keys[todo[won]]
-            table[s[won], 1] = codes[todo[won]]
+            col_code[s[claim][::-1]] = marks[::-1]
+            won = claim[col_code[s[claim]] == marks]
+            col_key[s[won]] = keys[todo[won]]
+            col_code[s[won]] = codes[todo[won]]
             keep = np.ones(len(todo), dtype=bool)
             keep[won] = False
             todo, s = todo[keep], s[keep]
+
+
+def grow(a: np.ndarray, n: int) -> np.ndarray:
+    """``a`` resized to hold at least ``n`` items, by ~1.25x steps (a doubling would leave up
+    to half of a large per-value array unused)."""
+    return np.resize(a, max(n, len(a) + len(a) // 4 + 1024))
 
 
 def _first_seen(keys: np.ndarray) -> np.ndarray:

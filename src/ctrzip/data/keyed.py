@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from ctrzip.data.columns import bad_timestamp, bucket_numpy
-from ctrzip.data.keycoder import KeyCoder, decode_keys, hash_keys
+from ctrzip.data.keycoder import KeyCoder, decode_keys, grow, hash_keys
 from ctrzip.data.readers.base import RawTable
 
 if TYPE_CHECKING:
@@ -53,8 +53,10 @@ class KeyedCoder:
         self.fields = plan.sparse + plan.dense  # slot s > 0 holds fields[s - 1]
         self.salt = _spread(np.arange(1, len(plan.key_columns) + 1))
         self.coder = KeyCoder(bits=12)
-        self._value = np.zeros(1, dtype=np.float32)  # label or dense value (NaN = missing)
-        self._code = np.zeros(1, dtype=np.int32)  # provisional code of a sparse slot
+        # per raw code, one 4-byte word: the provisional code of a sparse slot, or (as
+        # float32, the same memory) the value of a label or dense slot (NaN = missing)
+        self._code = np.zeros(1, dtype=np.int32)
+        self._value = self._code.view(np.float32)
         self._bad = np.zeros(1, dtype=bool)
         self._n_bad = 0
 
@@ -87,17 +89,15 @@ class KeyedCoder:
         keys = self.coder.keys[before:]
         size = self.coder.size + 1
         if size > len(self._code):
-            cap = max(size, 2 * len(self._code))
-            self._value = np.resize(self._value, cap)
-            self._code = np.resize(self._code, cap)
-            self._bad = np.resize(self._bad, cap)
+            self._code, self._bad = grow(self._code, size), grow(self._bad, size)
+            self._value = self._code.view(np.float32)
         text = keys & _TEXT  # 0 = the empty value (missing)
         slots = _unspread(keys) - 1
         order = np.argsort(slots, kind="stable")
         bounds = np.searchsorted(slots[order], np.arange(len(self.salt) + 1))
         groups = {int(s): order[bounds[s] : bounds[s + 1]] for s in np.flatnonzero(np.diff(bounds))}
         new = slice(before + 1, size)
-        self._code[new], self._value[new], self._bad[new] = 0, np.nan, False
+        self._code[new], self._bad[new] = 0, False  # every slot's handler below sets its word
         self._numbers(text, groups, before + 1)
         self._categories(text, groups, before + 1)
         self._n_bad += int(self._bad[new].sum())
@@ -129,9 +129,17 @@ class KeyedCoder:
 
     def _categories(self, text: np.ndarray, groups: dict[int, np.ndarray], first: int) -> None:
         """Categorical slots: one Polars ``select`` codes the new values of all of them (a
-        column per slot, padded with nulls) with the generic path's expressions."""
+        column per slot, padded with nulls) with the generic path's expressions. While the
+        plan is ``lazy``, a plain field's new values just take the next codes, undecoded
+        (the plan keeps their raw codes and decodes only the values it needs at the end)."""
         plan = self.plan
         slots = [s for s in groups if s > 0 and self.fields[s - 1].type == "categorical"]
+        if plan.lazy:
+            for s in [s for s in slots if self.fields[s - 1].derive is None]:
+                present = text[groups[s]] != 0
+                got = plan.next_codes(self.fields[s - 1].name, present, groups[s][present] + first)
+                self._code[groups[s] + first] = got
+            slots = [s for s in slots if self.fields[s - 1].derive is not None]
         if not slots:
             return
         height = max(len(groups[s]) for s in slots)
@@ -155,3 +163,7 @@ class KeyedCoder:
             self._code[codes] = got
             if f.derive is not None:
                 self._bad[codes] = out.get_column(f"b{s}").to_numpy()[:n]
+
+    def text_of(self, raw: np.ndarray) -> pl.Series:
+        """The raw values (strings; null = empty) of raw codes ``raw`` (slot salt removed)."""
+        return decode_keys(self.coder.keys[np.asarray(raw, dtype=np.intp) - 1] & _TEXT)
