@@ -128,6 +128,7 @@ def _compressed_rows(
         codebook_size=64,
         min_vocab=min(2_000, max(2, largest // 2)),
         code_learning=CodeLearningConfig(steps=300),
+        plugin_per_field=False,
         seed=seed,
         device=device,
     )

@@ -75,17 +75,19 @@ class BatchLoader:
         n = len(self.split)
         starts = np.arange(0, n, self.block_rows)
         if rng is not None:
-            starts = rng.permutation(starts)
+            # permute the full blocks; a short last block stays last so no carry-over copies are needed
+            full = starts[starts + self.block_rows <= n]
+            starts = np.concatenate([rng.permutation(full), starts[len(full) :]])
         for s in starts:
             e = min(n, s + self.block_rows)
-            # copy out of the (read-only) memory map: torch tensors must own writable memory
-            sp = np.array(self.split.sparse[s:e])
-            de = np.array(self.split.dense[s:e])
-            la = np.array(self.split.label[s:e])
-            if rng is not None:
-                perm = rng.permutation(e - s)
-                sp, de, la = sp[perm], de[perm], la[perm]
-            yield sp, de, la
+            if rng is None:
+                # copy out of the (read-only) memory map: torch tensors must own writable memory
+                yield (np.array(self.split.sparse[s:e]), np.array(self.split.dense[s:e]),
+                       np.array(self.split.label[s:e]))  # fmt: skip
+            else:
+                perm = rng.permutation(e - s)  # one gather per array: read + shuffle in one copy
+                yield (np.asarray(self.split.sparse[s:e])[perm], np.asarray(self.split.dense[s:e])[perm],
+                       np.asarray(self.split.label[s:e])[perm])  # fmt: skip
 
     def __iter__(self) -> Iterator[Batch]:
         rng = np.random.default_rng(self.seed + self.epoch) if self.shuffle else None
