@@ -212,6 +212,7 @@ def test_pipeline_on_cuda_matches_cpu(data) -> None:  # type: ignore[no-untyped-
 
 def test_artifact_round_trip_of_folded_model(data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from ctrzip.export import artifact  # load() must bind folded consumers by itself
+
     model = make_model("deepfm")
     cfg = LowRankConfig(
         rank=4, embedding=True, embedding_rank=2, finetune_epochs=0, eval_split=None, device="cpu"
