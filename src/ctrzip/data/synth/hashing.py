@@ -9,28 +9,23 @@ from __future__ import annotations
 
 import numpy as np
 
-GAMMA = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
+from ctrzip._utils import _GOLDEN as GAMMA
+from ctrzip._utils import mix_key, splitmix64
+
+__all__ = [
+    "GAMMA",
+    "mix_key",
+    "splitmix64",
+    "id_states",
+    "stream",
+    "uniform01",
+    "normal_pair",
+    "normals",
+    "fmix32",
+]
+
 _MASK32 = np.uint64(0xFFFFFFFF)
 _TWO_PI = 2.0 * np.pi
-
-
-def splitmix64(x: np.ndarray) -> np.ndarray:
-    """The splitmix64 output function of state ``x`` (uint64, wrapping arithmetic)."""
-    with np.errstate(over="ignore"):
-        z = np.asarray(x, dtype=np.uint64) + GAMMA
-        z = (z ^ (z >> np.uint64(30))) * _M1
-        z = (z ^ (z >> np.uint64(27))) * _M2
-        return z ^ (z >> np.uint64(31))
-
-
-def mix_key(*parts: int) -> np.uint64:
-    """Fold integers (seed, field index, stream tag, ...) into one 64-bit key."""
-    key = np.zeros(1, dtype=np.uint64)
-    for part in parts:
-        key = splitmix64(key ^ np.uint64(part & 0xFFFFFFFFFFFFFFFF))
-    return np.uint64(key[0])
 
 
 def id_states(key: np.uint64, ids: np.ndarray) -> np.ndarray:
