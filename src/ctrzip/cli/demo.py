@@ -127,7 +127,7 @@ def _compressed_rows(
         num_subspaces=4,
         codebook_size=64,
         min_vocab=min(2_000, max(2, largest // 2)),
-        code_learning=CodeLearningConfig(steps=300),
+        code_learning=CodeLearningConfig(steps=100, batch_size=1024),
         plugin_per_field=False,
         seed=seed,
         device=device,
