@@ -72,3 +72,17 @@ def machine_tag() -> str:
         name = torch.cuda.get_device_name(0).lower()
         return next((w for w in name.replace("-", " ").split() if any(c.isdigit() for c in w)), "gpu")
     return f"cpu{os.cpu_count()}"
+
+
+def run_meta(args: Any) -> dict[str, Any]:
+    """Provenance for one benchmark run: machine, torch, git sha and a hash of the arguments."""
+    import hashlib
+
+    blob = json.dumps(vars(args), sort_keys=True, default=str).encode()
+    return {
+        "machine": machine(),
+        "machine_tag": machine_tag(),
+        "torch": torch.__version__,
+        "git": git_sha(),
+        "config_hash": hashlib.sha256(blob).hexdigest()[:12],
+    }

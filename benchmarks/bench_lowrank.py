@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import sys
 import tempfile
@@ -48,7 +47,7 @@ from ctrzip.models.base import CTRModel, build_model
 from ctrzip.train import TrainConfig, Trainer, evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import git_sha, machine, machine_tag  # noqa: E402
+from _common import run_meta  # noqa: E402
 
 MODELS = "deepfm,dcn,dcnv2,nfm,autoint,fibinet,gdcn"
 
@@ -104,13 +103,7 @@ class Bench:
         )
         self.timing_batches = list(loader)
         self.meta = {
-            "machine": machine(),
-            "machine_tag": machine_tag(),
-            "torch": torch.__version__,
-            "git": git_sha(),
-            "config_hash": hashlib.sha256(
-                json.dumps(vars(args), sort_keys=True, default=str).encode()
-            ).hexdigest()[:12],
+            **run_meta(args),
             "threads": args.threads,
             "eval_split": args.eval_split,
         }

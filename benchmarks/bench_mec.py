@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import statistics
 import sys
@@ -39,7 +38,7 @@ from ctrzip.models.base import CTRModel, build_model
 from ctrzip.train import TrainConfig, Trainer, evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import git_sha, machine, machine_tag  # noqa: E402
+from _common import run_meta  # noqa: E402
 
 
 def synthetic_dataset(rows: int, seed: int, min_count: int) -> EncodedDataset:
@@ -66,13 +65,7 @@ class Bench:
         self.args, self.data = args, data
         self.records: list[dict[str, Any]] = []
         self.meta = {
-            "machine": machine(),
-            "machine_tag": machine_tag(),
-            "torch": torch.__version__,
-            "git": git_sha(),
-            "config_hash": hashlib.sha256(
-                json.dumps(vars(args), sort_keys=True, default=str).encode()
-            ).hexdigest()[:12],
+            **run_meta(args),
             "threads": args.threads,
             "model": args.model,
             "embedding_dim": args.dim,
