@@ -6,9 +6,10 @@ import itertools
 
 import pytest
 import torch
+from _checks import assert_spec_round_trip
 from torch import Tensor, nn
 
-from ctrzip.config import ConfigError, from_dict, to_dict
+from ctrzip.config import ConfigError
 from ctrzip.data.batch import Batch
 from ctrzip.data.schema import FeatureSchema, FieldSpec
 from ctrzip.models import CTRModel, build_model
@@ -81,13 +82,7 @@ def test_forward_backward_reaches_tables(
 @pytest.mark.parametrize("key", sorted(SMALL))
 def test_config_round_trip_and_spec_rebuild(key: str, tiny_schema: FeatureSchema, tiny_batch: Batch) -> None:
     model = _build(key, tiny_schema).eval()
-    cfg = model.config
-    assert from_dict(type(cfg), to_dict(cfg)) == cfg
-    spec = model.spec()
-    assert spec["model"] == key
-    rebuilt = build_model(spec["model"], tiny_schema, spec["config"]).eval()
-    rebuilt.load_state_dict(model.state_dict(), strict=True)
-    torch.testing.assert_close(rebuilt(tiny_batch), model(tiny_batch))
+    assert_spec_round_trip(model, key, tiny_schema, tiny_batch)
 
 
 @pytest.mark.parametrize("key", sorted(SMALL))

@@ -7,9 +7,10 @@ import math
 
 import pytest
 import torch
+from _checks import assert_spec_round_trip
 from torch import nn
 
-from ctrzip.config import ConfigError, from_dict, to_dict
+from ctrzip.config import ConfigError
 from ctrzip.models import build_model
 from ctrzip.nn.bilinear import BilinearInteraction
 from ctrzip.nn.cross import CrossNet, CrossNetV2, GatedCrossNet
@@ -72,13 +73,7 @@ def test_forward_backward_predict(key, params, consumer, tiny_schema, tiny_batch
 @pytest.mark.parametrize(("key", "params", "consumer"), CASES, ids=IDS)
 def test_config_and_spec_round_trip(key, params, consumer, tiny_schema, tiny_batch):
     model = _build(key, params, tiny_schema).eval()
-    cfg = model.config
-    assert from_dict(type(cfg), to_dict(cfg)) == cfg
-    spec = model.spec()
-    assert spec["model"] == key
-    rebuilt = build_model(spec["model"], tiny_schema, spec["config"]).eval()
-    rebuilt.load_state_dict(model.state_dict(), strict=True)
-    torch.testing.assert_close(rebuilt(tiny_batch), model(tiny_batch))
+    assert_spec_round_trip(model, key, tiny_schema, tiny_batch)
 
 
 @pytest.mark.parametrize("key", ["dcn", "dcnv2", "autoint", "afn", "sam", "fibinet", "gdcn"])
