@@ -42,6 +42,9 @@ def machine() -> dict[str, Any]:
 
 
 def git_sha() -> str:
+    """Short commit of the checkout, or ``$CTRZIP_GIT_SHA`` where the tree travels without .git."""
+    if os.environ.get("CTRZIP_GIT_SHA"):
+        return os.environ["CTRZIP_GIT_SHA"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True

@@ -47,7 +47,7 @@ from ctrzip.models.base import CTRModel, build_model
 from ctrzip.train import TrainConfig, Trainer, evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import run_meta  # noqa: E402
+from _common import machine_tag, run_meta  # noqa: E402
 
 MODELS = "deepfm,dcn,dcnv2,nfm,autoint,fibinet,gdcn"
 
@@ -93,8 +93,8 @@ def _metrics(m: dict[str, float] | None) -> dict[str, float] | None:
 class Bench:
     """Runs the rows for one (model, seed) and collects JSON records."""
 
-    def __init__(self, args: argparse.Namespace, data: EncodedDataset) -> None:
-        self.args, self.data = args, data
+    def __init__(self, args: argparse.Namespace, data: EncodedDataset, out: Path) -> None:
+        self.args, self.data, self.out = args, data, out
         self.records: list[dict[str, Any]] = []
         split = data[args.eval_split]
         rows = min(len(split), args.throughput_batch * args.timing_batches)
@@ -134,6 +134,8 @@ class Bench:
             **self.meta,
         }
         self.records.append(rec)
+        with self.out.open("a") as fh:  # streamed, so a run cut short keeps what it finished
+            fh.write(json.dumps(rec) + "\n")
         ft = rec["finetuned"] or {}
         print(
             f"{model_name:8s} s{seed} {row:28s} {rec['params_M']:8.4f}M  direct "
@@ -238,7 +240,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=None, help="JSONL file, appended to")
+    p.add_argument("--time-budget", type=float, default=None, help="seconds; no new model/seed after it")
     p.add_argument("--smoke", action="store_true", help="tiny synthetic run (minutes on 1 CPU thread)")
     args = p.parse_args(argv)
     if args.smoke:
@@ -258,20 +261,19 @@ def main(argv: list[str] | None = None) -> None:
     else:
         root = Path(tempfile.gettempdir()) / "ctrzip_bench_lowrank" / str(args.synthetic_rows)
         data = synthetic_dataset(root, args.synthetic_rows)
-    bench = Bench(args, data)
-    for name in args.models.split(","):
-        for seed in args.seeds:
-            bench.run(name, seed)
     out = (
         args.out
-        or Path("benchmarks/results")
-        / f"lowrank_{bench.meta['machine_tag']}{'_smoke' if args.smoke else ''}.jsonl"
+        or Path("benchmarks/results") / f"lowrank_{machine_tag()}{'_smoke' if args.smoke else ''}.jsonl"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w") as fh:
-        for rec in bench.records:
-            fh.write(json.dumps(rec) + "\n")
-    print(f"{len(bench.records)} rows -> {out} in {time.perf_counter() - t0:.0f}s")
+    bench = Bench(args, data, out)
+    # seed-major: a run cut short still has every model at the first seeds
+    for seed, name in ((s, n) for s in args.seeds for n in args.models.split(",")):
+        if args.time_budget is not None and time.perf_counter() - t0 > args.time_budget:
+            print(f"time budget of {args.time_budget}s spent: stopping before {name} seed {seed}")
+            break
+        bench.run(name, seed)
+    print(f"{len(bench.records)} rows appended to {out} in {time.perf_counter() - t0:.0f}s")
 
 
 if __name__ == "__main__":

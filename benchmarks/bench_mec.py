@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from ctrzip.bench.projection import FULL_SCALE_VOCAB, project_mec_bytes
 from ctrzip.compress import compress
 from ctrzip.compress.mec import VARIANTS, MECConfig
 from ctrzip.compress.mec_stage2 import StageTwoConfig, finetune, model_bytes
@@ -38,20 +39,45 @@ from ctrzip.models.base import CTRModel, build_model
 from ctrzip.train import TrainConfig, Trainer, evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import run_meta  # noqa: E402
+from _common import machine_tag, run_meta  # noqa: E402
 
 
-def synthetic_dataset(rows: int, seed: int, min_count: int) -> EncodedDataset:
-    """Generate Criteo-like raw rows with the teacher (SYNTH.md) and encode them (cached)."""
+def synthetic_dataset(kind: str, rows: int, seed: int, min_count: int, workers: int) -> EncodedDataset:
+    """Generate Criteo- or Avazu-like raw rows with the teacher (SYNTH.md) and encode them (cached)."""
     from ctrzip.data.encode import encode_dataset
     from ctrzip.data.synth.generate import generate
 
-    root = Path(tempfile.gettempdir()) / "ctrzip_bench_mec" / f"{rows}_{seed}_{min_count}"
+    root = Path(tempfile.gettempdir()) / "ctrzip_bench_mec" / f"{kind}_{rows}_{seed}_{min_count}"
     enc = root / "encoded"
     if not (enc / "feature_map.json").exists():
-        generate("criteo-like", root / "raw.txt", rows, seed=seed, progress=False)
-        encode_dataset("criteo", root / "raw.txt", enc, progress=False, overrides=[f"min_count={min_count}"])
+        generate(f"{kind}-like", root / "raw.txt", rows, seed=seed, workers=workers, progress=False)
+        encode_dataset(kind, root / "raw.txt", enc, progress=False, overrides=[f"min_count={min_count}"])
     return EncodedDataset.open(enc)
+
+
+def projection(model: CTRModel, dense: dict[str, Any], kind: str | None, m: int, k: int, min_vocab: int):
+    """Dense and MEC bytes of this architecture over the full-scale vocabulary of ``kind``."""
+    if kind is None:
+        return None
+    vocab = FULL_SCALE_VOCAB[kind]
+    fields = model.embedding.tables
+    missing = [f for f in fields if f not in vocab]
+    if missing:
+        raise SystemExit(f"--full-scale {kind}: no full-scale vocabulary for fields {missing}")
+    first_order = dense["first_order"] > 0
+    dim = next(iter(fields.values())).embedding_dim
+    per_row = dim * 4 + (4 if first_order else 0)
+    network = dense["total"] - sum(t.num_embeddings * per_row for t in fields.values())
+    proj = project_mec_bytes(
+        {f: vocab[f] for f in fields},
+        dim=dim,
+        num_subspaces=m,
+        codebook_size=k,
+        min_vocab=min_vocab,
+        network_bytes=network,
+        first_order=first_order,
+    )
+    return {key: round(v, 3) if isinstance(v, float) else v for key, v in proj.items()}
 
 
 def _m(x: dict[str, float]) -> dict[str, float]:
@@ -61,9 +87,11 @@ def _m(x: dict[str, float]) -> dict[str, float]:
 class Bench:
     """Runs every cell for one seed and collects JSON records."""
 
-    def __init__(self, args: argparse.Namespace, data: EncodedDataset) -> None:
-        self.args, self.data = args, data
+    def __init__(self, args: argparse.Namespace, data: EncodedDataset, out: Path) -> None:
+        self.args, self.data, self.out = args, data, out
         self.records: list[dict[str, Any]] = []
+        self.t_start = time.perf_counter()
+        self.train_seconds: dict[int, float] = {}
         self.meta = {
             **run_meta(args),
             "threads": args.threads,
@@ -91,8 +119,15 @@ class Bench:
         cfg = TrainConfig(
             epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=seed, progress=False, device=a.device
         )
+        t0 = time.perf_counter()
         Trainer(cfg).fit(model, self.data["train"], self.data["valid"])
+        self.train_seconds[seed] = round(time.perf_counter() - t0, 2)
         return model
+
+    def out_of_time(self) -> bool:
+        """True once ``--time-budget`` seconds have passed (no new cell is started)."""
+        budget = self.args.time_budget
+        return budget is not None and time.perf_counter() - self.t_start > budget
 
     def run(self, seed: int) -> None:
         a, data = self.args, self.data
@@ -114,11 +149,14 @@ class Bench:
             evaluate(control, data["test"], device=a.device),
             dense_bytes,
             dense_bytes,
-            {},
+            {"train_seconds": self.train_seconds[seed]},
         )
-        for variant in a.variants:
-            for m in a.M:
-                for k in a.K:
+        for m in a.M:
+            for k in a.K:
+                for variant in a.variants:
+                    if self.out_of_time():
+                        print(f"time budget of {a.time_budget}s spent: stopping before {variant} M={m} K={k}")
+                        return
                     self.cell(base, seed, variant, m, k, dense_bytes)
 
     def cell(
@@ -144,8 +182,12 @@ class Bench:
         compress(model, cfg, self.data)
         rep = model.compression_log[-1]["report"]
         fields = rep["fields"]
+        vocab = [self.data.schema[f].vocab_size for f in fields]
         extra = {
             "seconds": round(time.perf_counter() - t0, 2),
+            "base_train_seconds": self.train_seconds.get(seed),
+            "ids_per_codeword": round(max(vocab) / k, 1) if vocab else None,
+            "full_scale": projection(base, dense_bytes, a.full_scale, m, k, a.min_vocab),
             "fields": sorted(fields),
             "stage1_seconds": round(sum(f["stage1"]["seconds"] for f in fields.values()), 2),
             "relative_error": statistics.fmean(f["relative_error"] for f in fields.values())
@@ -195,6 +237,8 @@ class Bench:
             **self.meta,
         }
         self.records.append(rec)
+        with self.out.open("a") as fh:  # streamed, so a run cut short keeps what it finished
+            fh.write(json.dumps(rec) + "\n")
         print(
             f"s{seed} {row:16s} M={m!s:4s} K={k!s:5s} ratio {rec['ratio']:6.2f}x  "
             f"plug-in {plugin['auc']:.4f}  {self.args.protocol} {final['auc']:.4f}  test {test['auc']:.4f}",
@@ -235,7 +279,16 @@ def _ints(s: str) -> list[int]:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, help="encoded dataset folder (default: synthetic Criteo-like)")
+    p.add_argument("--synthetic-kind", choices=("criteo", "avazu"), default="criteo")
     p.add_argument("--synthetic-rows", type=int, default=500_000)
+    p.add_argument("--workers", type=int, default=1, help="processes for the synthetic generator")
+    p.add_argument(
+        "--full-scale",
+        choices=("criteo", "avazu", "none"),
+        default=None,
+        help="project bytes to this real vocabulary (default: the synthetic kind; none with --data)",
+    )
+    p.add_argument("--time-budget", type=float, default=None, help="seconds; no new cell starts after it")
     p.add_argument("--min-count", type=int, default=2, help="vocabulary threshold of the synthetic encode")
     p.add_argument("--model", default="deepfm")
     p.add_argument("--model-params", default="{}", help="JSON, e.g. '{\"mlp\": [400, 400, 400]}'")
@@ -269,6 +322,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
             '{"mlp": [64, 64]}',
         )
         args.ft_max_steps = 40
+    if args.full_scale is None:
+        args.full_scale = None if args.data else args.synthetic_kind
+    elif args.full_scale == "none":
+        args.full_scale = None
     args.variants = [v for v in args.variants.split(",") if v]
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
@@ -282,20 +339,19 @@ def main(argv: list[str] | None = None) -> None:
     data = (
         EncodedDataset.open(args.data)
         if args.data
-        else synthetic_dataset(args.synthetic_rows, 0, args.min_count)
+        else synthetic_dataset(args.synthetic_kind, args.synthetic_rows, 0, args.min_count, args.workers)
     )
-    bench = Bench(args, data)
-    for seed in args.seeds:
-        bench.run(seed)
     out = args.out or Path(__file__).parent / "results" / (
-        f"mec_{bench.meta['machine_tag']}{'_smoke' if args.smoke else ''}.jsonl"
+        f"mec_{machine_tag()}{'_smoke' if args.smoke else ''}.jsonl"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("a") as fh:
-        for rec in bench.records:
-            fh.write(json.dumps(rec) + "\n")
+    bench = Bench(args, data, out)
+    for seed in args.seeds:
+        if bench.out_of_time():
+            break
+        bench.run(seed)
     print(summary(bench.records))
-    print(f"wrote {len(bench.records)} records to {out}")
+    print(f"appended {len(bench.records)} records to {out}")
 
 
 if __name__ == "__main__":

@@ -230,3 +230,28 @@ def test_select_fields_rule(trained):
     assert chosen == ["small"]
     with pytest.raises(ValueError, match="not sparse fields"):
         select_fields(base, _cfg(fields=("nope",)))
+
+
+@pytest.mark.parametrize("k", [16, 64])
+def test_projected_bytes_match_measured_model(trained, k):
+    """The full-scale projection, applied to the test vocabulary, equals the measured bytes."""
+    from ctrzip.bench.projection import project_mec_bytes
+
+    data, base = trained
+    model = copy.deepcopy(base)
+    compress(model, _cfg(protocol="none", codebook_size=k), data)
+    before, after = model_bytes(base), model_bytes(model)
+    vocab = {f.name: f.vocab_size for f in data.schema.sparse_fields}
+    tables = sum(v * 8 * 4 + v * 4 for v in vocab.values())  # embedding + first-order, fp32
+    proj = project_mec_bytes(
+        vocab,
+        dim=8,
+        num_subspaces=2,
+        codebook_size=k,
+        min_vocab=100,
+        network_bytes=before["total"] - tables,
+        first_order=True,
+    )
+    assert proj["dense_bytes"] == before["total"]
+    assert proj["mec_bytes"] == after["total"] and proj["mec_bytes_packed"] == after["total_packed"]
+    assert proj["quantized_fields"] == len(model.compression_log[-1]["report"]["fields"]) == 1
