@@ -137,7 +137,7 @@ class Bench:
         control = copy.deepcopy(base)
         if a.protocol == "finetune":  # same extra training as the compressed models
             finetune(control, data, self.stage_two(), seed, a.device)
-        else:  # retrain a dense model from scratch with the same recipe
+        elif a.protocol == "retrain":  # retrain a dense model from scratch with the same recipe
             control = self.base_model(seed + 1000)
         self.add(
             seed,
@@ -175,8 +175,9 @@ class Bench:
             plugin_per_field=False,
             seed=seed,
             device=a.device,
-            steps=a.steps,
             batch_size=a.stage1_batch,
+            # the k-means baselines pin steps=0: a step budget would make them learned variants
+            **({} if "steps" in VARIANTS[variant] else {"steps": a.steps}),
         )
         t0 = time.perf_counter()
         compress(model, cfg, self.data)
@@ -300,7 +301,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--min-vocab", type=int, default=1000)
     p.add_argument("--steps", type=int, default=2000, help="stage-1 optimizer steps per field")
     p.add_argument("--stage1-batch", type=int, default=4096)
-    p.add_argument("--protocol", choices=("finetune", "retrain"), default="finetune")
+    p.add_argument(
+        "--protocol",
+        choices=("finetune", "retrain", "none"),
+        default="finetune",
+        help="stage 2; none = plug-in only (the control is the base model itself)",
+    )
     p.add_argument("--epochs", type=int, default=2, help="base training (and retrain) epochs")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--ft-lr", type=float, default=1e-4)

@@ -70,8 +70,8 @@ for job in "$@"; do
   log "== $job"
   case $job in
     env | tests | train) "job_$job" ;;
-    # mec:KIND:ROWS:MODEL:BUDGET_S, with bench_mec.py options in $MEC_ARGS
-    mec:*) IFS=: read -r _ kind rows model budget <<<"$job"; mec "$kind" "$rows" "$model" "$budget" ${MEC_ARGS:-} ;;
+    # mec:KIND:ROWS:MODEL:BUDGET_S[:OPTIONS], OPTIONS = bench_mec.py options with '+' for spaces
+    mec:*) IFS=: read -r _ kind rows model budget opts <<<"$job"; mec "$kind" "$rows" "$model" "$budget" ${opts//+/ } ;;
     *) echo "unknown job $job" ;;
   esac
 done

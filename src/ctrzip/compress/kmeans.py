@@ -47,14 +47,16 @@ def nearest(x: Tensor, centroids: Tensor, chunk: int = _CHUNK) -> tuple[Tensor, 
         raise ValueError(
             f"expected x [G, N, d] and centroids [G, K, d], got {tuple(x.shape)}, {tuple(centroids.shape)}"
         )
-    c_sq = centroids.pow(2).sum(-1)  # [G, K]
+    c_sq = centroids.pow(2).sum(-1, keepdim=True).transpose(1, 2)  # [G, 1, K]
+    c_t = centroids.transpose(1, 2)
     idx_parts, dist_parts = [], []
     for s in range(0, x.shape[1], chunk):
         xb = x[:, s : s + chunk]  # [G, n, d]
-        d2 = xb.pow(2).sum(-1, keepdim=True) - 2 * xb @ centroids.transpose(1, 2) + c_sq[:, None, :]
-        val, idx = d2.min(dim=-1)
+        # ||c||^2 - 2 x.c in one fused pass over the [G, n, K] block; ||x||^2 does not move the argmin
+        part = torch.baddbmm(c_sq, xb, c_t, alpha=-2.0)
+        val, idx = part.min(dim=-1)
         idx_parts.append(idx)
-        dist_parts.append(val.clamp_min(0))
+        dist_parts.append((val + xb.pow(2).sum(-1)).clamp_min(0))
     return torch.cat(idx_parts, 1), torch.cat(dist_parts, 1)
 
 
