@@ -55,7 +55,9 @@ def synthetic_dataset(kind: str, rows: int, seed: int, min_count: int, workers: 
     return EncodedDataset.open(enc)
 
 
-def projection(model: CTRModel, dense: dict[str, Any], kind: str | None, m: int, k: int, min_vocab: int):
+def projection(
+    model: CTRModel, dense: dict[str, Any], kind: str | None, m: int, k: int, min_vocab: int, layout: str
+) -> dict[str, Any] | None:
     """Dense and MEC bytes of this architecture over the full-scale vocabulary of ``kind``."""
     if kind is None:
         return None
@@ -76,6 +78,7 @@ def projection(model: CTRModel, dense: dict[str, Any], kind: str | None, m: int,
         min_vocab=min_vocab,
         network_bytes=network,
         first_order=first_order,
+        layout=layout,
     )
     return {key: round(v, 3) if isinstance(v, float) else v for key, v in proj.items()}
 
@@ -188,7 +191,9 @@ class Bench:
             "seconds": round(time.perf_counter() - t0, 2),
             "base_train_seconds": self.train_seconds.get(seed),
             "ids_per_codeword": round(max(vocab) / k, 1) if vocab else None,
-            "full_scale": projection(base, dense_bytes, a.full_scale, m, k, a.min_vocab),
+            "full_scale": projection(
+                base, dense_bytes, a.full_scale, m, k, a.min_vocab, cfg.code_learning.layout
+            ),
             "fields": sorted(fields),
             "stage1_seconds": round(sum(f["stage1"]["seconds"] for f in fields.values()), 2),
             "relative_error": statistics.fmean(f["relative_error"] for f in fields.values())
