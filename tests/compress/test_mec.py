@@ -177,7 +177,9 @@ def test_finetune_keeps_codes_and_save_load_gives_same_predictions(trained, tmp_
 def test_finetune_can_freeze_codebooks(trained):
     data, base = trained
     model = copy.deepcopy(base)
-    stage = StageTwoConfig(epochs=1, lr=1e-3, batch_size=256, max_steps=5, freeze_codebooks=True)
+    stage = StageTwoConfig(
+        epochs=1, lr=1e-3, batch_size=256, max_steps=5, freeze_codebooks=True, keep_start=False
+    )
     compress(model, _cfg(protocol="none"), data)
     books = model.embedding.tables["big"].codebooks.detach().clone()
     first = model.mlp.layers[0].weight.detach().clone()
@@ -255,3 +257,20 @@ def test_projected_bytes_match_measured_model(trained, k):
     assert proj["dense_bytes"] == before["total"]
     assert proj["mec_bytes"] == after["total"] and proj["mec_bytes_packed"] == after["total_packed"]
     assert proj["quantized_fields"] == len(model.compression_log[-1]["report"]["fields"]) == 1
+
+
+def test_finetune_keeps_the_plugged_in_model_when_training_only_hurts(trained):
+    from ctrzip.compress.mec_stage2 import finetune
+
+    data, base = trained
+    model = copy.deepcopy(base)
+    compress(model, _cfg(protocol="none"), data)
+    plugin = evaluate(model, data["valid"], device="cpu")["auc"]
+    start = copy.deepcopy(model.state_dict())
+    wreck = {"epochs": 1, "lr": 5.0, "batch_size": 256}
+    hist = finetune(model, data, StageTwoConfig(**wreck), 0, "cpu")  # keep_start by default
+    assert hist.best["step"] == 0 and evaluate(model, data["valid"], device="cpu")["auc"] == plugin
+    assert all(torch.equal(v, start[k]) for k, v in model.state_dict().items())
+    model.load_state_dict(start)
+    finetune(model, data, StageTwoConfig(**wreck, keep_start=False), 0, "cpu")
+    assert evaluate(model, data["valid"], device="cpu")["auc"] < plugin

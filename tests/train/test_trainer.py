@@ -218,3 +218,24 @@ def test_clip_scales_only_above_max_norm() -> None:
     a.grad, b.grad = torch.full((3,), 0.1), torch.full((4,), 0.1)
     trainer._clip(1.0)
     assert torch.equal(a.grad, torch.full((3,), 0.1)) and torch.equal(b.grad, torch.full((4,), 0.1))
+
+
+def test_eval_at_start_keeps_a_start_that_training_cannot_beat(splits) -> None:
+    """A destructive learning rate ruins the model; with eval_at_start the trained start wins."""
+    schema, train, valid = splits
+    torch.manual_seed(0)
+    model = build_model("deepfm", schema, {"mlp": [32, 32], "embedding_dim": 8})
+    Trainer(TrainConfig(epochs=2, batch_size=512, lr=1e-2, **FAST)).fit(model, train, valid)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    start_auc = evaluate(model, valid, device="cpu")["auc"]
+    wreck = {"epochs": 1, "batch_size": 512, "lr": 5.0, "clip_grad_norm": None, **FAST}
+    for keep in (False, True):
+        model.load_state_dict(start)
+        hist = Trainer(TrainConfig(eval_at_start=keep, **wreck)).fit(model, train, valid)
+        auc = evaluate(model, valid, device="cpu")["auc"]
+        if keep:
+            assert hist.epochs[0]["step"] == 0 and hist.epochs[0]["val_auc"] == pytest.approx(start_auc)
+            assert hist.best["step"] == 0 and auc == pytest.approx(start_auc, abs=1e-9)
+            assert all(torch.equal(v, start[k]) for k, v in model.state_dict().items())
+        else:
+            assert [r["step"] for r in hist.epochs] == [hist.steps] and auc < start_auc - 0.02

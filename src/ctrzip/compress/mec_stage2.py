@@ -36,6 +36,12 @@ class StageTwoConfig:
             dense rows) fixed and train the rest (codes are always frozen). Measured on a small
             synthetic run, training the additive tables of MEC's codes at lr 1e-4 cost more
             AUC than the plug-in loss, while freezing them kept it.
+        eval_every_steps: validate (and keep the best state) every this many steps as well as
+            at the end of each epoch; None = once per epoch.
+        keep_start: ``finetune`` only: validate the plugged-in model first and keep it if no
+            fine-tuned state beats it. Measured at 4M synthetic rows (PNN, d=40), one more
+            epoch at lr 1e-4 cost the dense model 0.0065 valid AUC: CTR models overfit on a
+            second pass, so an unguarded fine-tune can undo a good plug-in.
     """
 
     epochs: int = 1
@@ -44,12 +50,16 @@ class StageTwoConfig:
     early_stop_patience: int = 1
     max_steps: int | None = None
     freeze_codebooks: bool = False
+    eval_every_steps: int | None = None
+    keep_start: bool = True
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.lr <= 0 or self.batch_size < 1 or self.early_stop_patience < 1:
             raise ValueError("epochs, batch_size, early_stop_patience must be >= 1 and lr > 0")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError("max_steps must be >= 1 or null")
+        for name in ("max_steps", "eval_every_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 or null")
 
 
 def first_order_embeddings(model: nn.Module) -> dict[str, FieldEmbedding]:
@@ -130,7 +140,7 @@ def _coded_rows(table: PQTable) -> Tensor:
     return keep.nonzero().flatten()
 
 
-def trainer_config(cfg: StageTwoConfig, seed: int, device: str) -> Any:
+def trainer_config(cfg: StageTwoConfig, seed: int, device: str, keep_start: bool = False) -> Any:
     """The ``TrainConfig`` of a stage-2 run (no checkpoint folder, no progress bar)."""
     from ctrzip.train import TrainConfig
 
@@ -139,6 +149,8 @@ def trainer_config(cfg: StageTwoConfig, seed: int, device: str) -> Any:
         batch_size=cfg.batch_size,
         lr=cfg.lr,
         early_stop_patience=cfg.early_stop_patience,
+        eval_every_steps=cfg.eval_every_steps,
+        eval_at_start=keep_start,
         max_steps=cfg.max_steps,
         seed=seed,
         device=device,
@@ -162,7 +174,7 @@ def finetune(model: CTRModel, data: EncodedDataset, cfg: StageTwoConfig, seed: i
     def trainable(fqn: str, p: nn.Parameter) -> bool:
         return not (cfg.freeze_codebooks and fqn in pq_params)
 
-    return Trainer(trainer_config(cfg, seed, device)).fit(
+    return Trainer(trainer_config(cfg, seed, device, keep_start=cfg.keep_start)).fit(
         model, data["train"], data["valid"], trainable=trainable
     )
 

@@ -23,6 +23,8 @@ class TrainConfig:
         early_stop_patience: evaluations (= epochs unless ``eval_every_steps``) without
             improvement before stopping.
         eval_every_steps: extra validation every this many steps (None = once per epoch).
+        eval_at_start: validate the starting model too, as a candidate for the best state, so
+            a fine-tune of a trained model never ends worse on validation than where it began.
         max_steps: stop after this many optimizer steps in total.
         amp: ``bf16`` / ``fp16`` autocast on CUDA (fp16 with a GradScaler); ignored on CPU.
         seed: seeds torch (dropout) and the batch order (epoch ``e`` uses ``seed + e``).
@@ -45,6 +47,7 @@ class TrainConfig:
     clip_grad_norm: float | None = 10.0
     early_stop_patience: int = 2
     eval_every_steps: int | None = None
+    eval_at_start: bool = False
     max_steps: int | None = None
     amp: Literal["off", "bf16", "fp16"] = "off"
     seed: int = 2024

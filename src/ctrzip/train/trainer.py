@@ -191,6 +191,8 @@ class Trainer:
         cfg = self.config
         steps_per_epoch = len(loader)
         device = rec_device(model)
+        if cfg.eval_at_start and valid is not None and st.global_step == 0 and not st.history.epochs:
+            st.pending_eval = True  # step 0: the starting model competes for "best"
         if st.pending_eval:
             self._evaluate_and_save(model, valid, st, out, bar)
         while st.epoch < cfg.epochs and not self._done(st):
