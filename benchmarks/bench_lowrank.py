@@ -183,20 +183,24 @@ class Bench:
             self.record(name, seed, label, m, rep[step])
             return m
 
-        for rank in a.mlp_ranks:
-            for relu in (False, True):
-                row(
+        skip = set(a.skip)
+        mlp_model = None  # the pipeline starts from the first rank's plain MLP row
+        for rank in [] if "mlp" in skip else a.mlp_ranks:
+            for relu in (False,) if "relu" in skip else (False, True):
+                m = row(
                     f"lowrank MLP r{rank}{' relu' if relu else ''}",
                     LowRankConfig(rank=rank, relu_between=relu, **common),
                     "mlp",
                 )
-        for k in a.emb_ranks:
+                mlp_model = mlp_model or m
+        for k in [] if "emb" in skip else a.emb_ranks:
             row(
                 f"lowrank EMB {a.dim}->{k}",
                 LowRankConfig(mlp=False, embedding=True, embedding_rank=k, **common),
                 "embedding",
             )
-        mlp_model = row("pipeline: MLP", LowRankConfig(rank=a.mlp_ranks[0], **common), "mlp")
+        if mlp_model is None:
+            mlp_model = row("pipeline: MLP", LowRankConfig(rank=a.mlp_ranks[0], **common), "mlp")
         k = a.pipeline_emb_rank
         row(
             f"pipeline: MLP+EMB {a.dim}->{k}",
@@ -204,6 +208,8 @@ class Bench:
             "embedding",
             mlp_model,
         )
+        if "baselines" in skip:
+            return
         row(f"svd MLP r{a.mlp_ranks[0]}", SVDConfig(rank=a.mlp_ranks[0], **common), "mlp")
         row(
             f"svd EMB {a.dim}->{k}",
@@ -240,6 +246,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--skip",
+        type=lambda v: [x for x in v.split(",") if x],
+        default=[],
+        help="row groups to leave out: mlp, relu, emb, baselines (svd, tt)",
+    )
     p.add_argument("--out", type=Path, default=None, help="JSONL file, appended to")
     p.add_argument("--time-budget", type=float, default=None, help="seconds; no new model/seed after it")
     p.add_argument("--smoke", action="store_true", help="tiny synthetic run (minutes on 1 CPU thread)")

@@ -101,6 +101,7 @@ class Bench:
             "model": args.model,
             "embedding_dim": args.dim,
             "protocol": args.protocol,
+            "min_vocab": args.min_vocab,
         }
 
     def stage_two(self) -> StageTwoConfig:
@@ -290,7 +291,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="processes for the synthetic generator")
     p.add_argument(
         "--full-scale",
-        choices=("criteo", "avazu", "none"),
+        choices=("criteo", "criteo_raw", "avazu", "none"),
         default=None,
         help="project bytes to this real vocabulary (default: the synthetic kind; none with --data)",
     )

@@ -14,7 +14,7 @@ from ctrzip.compress.mec_stage1 import CodeLearningConfig, _Coder, _replace_dead
 from ctrzip.compress.mec_stage2 import StageTwoConfig, model_bytes
 from ctrzip.config import ConfigError, from_dict, to_dict
 from ctrzip.models.base import build_model
-from ctrzip.nn.embedding.pq import PQTable
+from ctrzip.nn.embedding.pq import PQTable, SharedCodesPQTable, bind_shared_codes
 from ctrzip.nn.swappable import SWAPPABLE
 from ctrzip.train import TrainConfig, Trainer, evaluate
 
@@ -138,7 +138,10 @@ def test_compress_plugin_only_report_and_sizes(trained):
     assert torch.equal(big(torch.tensor([0])), torch.zeros(1, 8))
     assert abs(rep["plugin"]["auc"] - rep["base"]["auc"]) < 0.05
     # accounting: codes as stored (uint8) and the dense parts
-    assert rep["sizes"]["codes"] == 300 * 2 + 300 * 2  # main and first-order tables share the layout
+    assert rep["sizes"]["codes"] == 300 * 2  # stored once: the first-order table reads the same codes
+    lr_big = model.first_order.embedding.tables["big"]
+    assert isinstance(lr_big, SharedCodesPQTable) and lr_big.codes.data_ptr() == big.codes.data_ptr()
+    assert not any(k.endswith("first_order.embedding.tables.big.codes") for k in model.state_dict())
     assert rep["sizes"]["total"] < before["total"] and rep["ratio"] == pytest.approx(
         before["total"] / rep["sizes"]["total"]
     )
@@ -163,6 +166,9 @@ def test_finetune_keeps_codes_and_save_load_gives_same_predictions(trained, tmp_
         src = model.get_submodule(fe_name).tables["big"]
         fe.tables["big"] = SWAPPABLE.get(type(src).__name__).empty(**src.spec())
     clone.load_state_dict(model.state_dict(), strict=True)
+    with pytest.raises(RuntimeError, match="not bound to 'embedding.tables.big'"):
+        evaluate(clone, data["valid"], device="cpu")  # the first-order table reads shared codes
+    assert bind_shared_codes(clone) == 1
     a = evaluate(model, data["valid"], device="cpu")
     b = evaluate(clone, data["valid"], device="cpu")
     assert a["auc"] == b["auc"] and a["logloss"] == b["logloss"]
@@ -274,3 +280,24 @@ def test_finetune_keeps_the_plugged_in_model_when_training_only_hurts(trained):
     model.load_state_dict(start)
     finetune(model, data, StageTwoConfig(**wreck, keep_start=False), 0, "cpu")
     assert evaluate(model, data["valid"], device="cpu")["auc"] < plugin
+
+
+def test_artifact_round_trip_of_a_quantized_deepfm_stores_codes_once(trained, tmp_path):
+    from safetensors import safe_open
+
+    from ctrzip.export.artifact import load, save
+
+    data, base = trained
+    model = copy.deepcopy(base)
+    compress(model, _cfg(protocol="none"), data)
+    save(tmp_path / "art", model)
+    with safe_open(str(tmp_path / "art" / "model.safetensors"), "pt") as fh:
+        code_keys = [k for k in fh.keys() if k.endswith(".codes")]
+    assert code_keys == ["embedding.tables.big.codes"]
+    loaded = load(tmp_path / "art", device="cpu")
+    lr_big = loaded.first_order.embedding.tables["big"]
+    assert isinstance(lr_big, SharedCodesPQTable) and lr_big.codes.data_ptr() == (
+        loaded.embedding.tables["big"].codes.data_ptr()
+    )
+    a, b = evaluate(model, data["valid"], device="cpu"), evaluate(loaded, data["valid"], device="cpu")
+    assert a["auc"] == b["auc"] and a["logloss"] == b["logloss"]

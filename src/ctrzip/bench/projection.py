@@ -27,10 +27,18 @@ _AVAZU = {"hour_of_day": 24, "weekday": 7, "C1": 7, "banner_pos": 7, "site_id": 
           "C14": 2626, "C15": 8, "C16": 9, "C17": 435, "C18": 4, "C19": 68, "C20": 172,
           "C21": 60}  # fmt: skip
 
+# Criteo with no frequency filter: every distinct raw value of C1..C26 keeps its own row (DATA.md).
+CRITEO_C_RAW = [1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194, 27, 14992,
+                5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572]  # fmt: skip
+
 FULL_SCALE_VOCAB: dict[str, dict[str, int]] = {
     "criteo": {
         **{f"I{i + 1}": v for i, v in enumerate(CRITEO_I)},
         **{f"C{i + 1}": v for i, v in enumerate(CRITEO_C)},
+    },
+    "criteo_raw": {
+        **{f"I{i + 1}": v for i, v in enumerate(CRITEO_I)},
+        **{f"C{i + 1}": v + 2 for i, v in enumerate(CRITEO_C_RAW)},
     },
     "avazu": {k: v + 2 for k, v in _AVAZU.items()},  # + padding and OOV rows
 }
@@ -43,8 +51,7 @@ def code_itemsize(k: int) -> int:
 
 def pq_field_bytes(v: int, d: int, m: int, k: int, layout: str = "additive") -> dict[str, int]:
     """Bytes of one PQ-coded field: stored and packed codes, float parts (codebooks + the
-    padding/OOV rows kept dense), and the float parts of a first-order table on the codes
-    (which today stores its own copy of the codes, counted by the caller)."""
+    padding/OOV rows kept dense), and a first-order table reading the same codes."""
     width = d // m if layout == "concat" else d
     return {
         "codes": v * m * code_itemsize(k),
@@ -82,10 +89,9 @@ def project_mec_bytes(
         pq = pq_field_bytes(v, dim, m, k, layout)
         if v >= min_vocab and table > pq["codes"] + pq["floats"]:
             quantized.append(name)
-            copies = 2 if first_order else 1  # the first-order table holds its own codes
-            floats = pq["floats"] + (pq["first_order"] if first_order else 0)
-            mec += copies * pq["codes"] + floats
-            mec_packed += copies * pq["codes_packed"] + floats
+            floats = pq["floats"] + (pq["first_order"] if first_order else 0)  # codes shared
+            mec += pq["codes"] + floats
+            mec_packed += pq["codes_packed"] + floats
         else:
             mec += table + lr
             mec_packed += table + lr

@@ -19,7 +19,7 @@ from ctrzip.data.dataset import EncodedDataset
 from ctrzip.models.base import CTRModel, build_model
 from ctrzip.nn.embedding.base import EmbeddingTable
 from ctrzip.nn.embedding.field import FieldEmbedding
-from ctrzip.nn.embedding.pq import PQTable
+from ctrzip.nn.embedding.pq import PQTable, SharedCodesPQTable, bind_shared_codes
 
 
 @dataclass
@@ -112,22 +112,19 @@ def fit_additive(
     return tables, bias
 
 
-def first_order_table(dense: EmbeddingTable, main: PQTable, weights: Tensor, sweeps: int = 10) -> PQTable:
-    """A dim-1 additive PQ table on ``main``'s codes that reproduces ``dense``'s weights.
+def first_order_table(
+    dense: EmbeddingTable, main: PQTable, weights: Tensor, code_source: str, sweeps: int = 10
+) -> SharedCodesPQTable:
+    """A dim-1 additive PQ table that reads ``main``'s codes (stored once, at ``code_source``)
+    and reproduces ``dense``'s weights.
 
     Rows served densely by ``main`` (OOV) keep their dense weight; padding stays zero.
     """
     w_full = dense.materialize()  # [V, 1]
     rows = _coded_rows(main)
     tables, bias = fit_additive(main.codes[rows], w_full[rows].float(), weights, main.codebook_size, sweeps)
-    return PQTable.from_codebooks(
-        main.codes,
-        tables,
-        "additive",
-        bias=bias,
-        dense_rows=w_full[list(main.dense_ids)],
-        padding_idx=main.padding_idx,
-        dense_ids=list(main.dense_ids),
+    return SharedCodesPQTable.on(
+        main, code_source, tables, "additive", bias=bias, dense_rows=w_full[list(main.dense_ids)]
     )
 
 
@@ -195,6 +192,7 @@ def retrain(model: CTRModel, data: EncodedDataset, cfg: StageTwoConfig, seed: in
             trained = model.get_submodule(fqn)
             for name in list(fe.tables):
                 fe.tables[name] = copy.deepcopy(trained.tables[name])  # type: ignore[index]
+    bind_shared_codes(fresh)  # first-order tables read the fresh model's code tables
     history = Trainer(trainer_config(cfg, seed, device)).fit(fresh, data["train"], data["valid"])
     model.load_state_dict(fresh.state_dict())
     return history

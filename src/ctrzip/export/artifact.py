@@ -149,7 +149,9 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> CTRModel:
             f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
         )
     from ctrzip.compress.fold import bind_folds
+    from ctrzip.nn.embedding.pq import bind_shared_codes
 
     bind_folds(model)  # reconnect folded consumers to their low-rank tables (plain Python state)
+    bind_shared_codes(model)  # first-order PQ tables read their field's codes
     model.compression_log = manifest.get("compression_log", [])
     return model.to(device).eval()

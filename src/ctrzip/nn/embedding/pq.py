@@ -77,6 +77,8 @@ class PQTable(EmbeddingTable):
         dense_ids: ids served by their own dense row instead of codes (default: the OOV id).
     """
 
+    _owns_codes = True  # SharedCodesPQTable reads another table's codes instead
+
     def __init__(
         self,
         num_embeddings: int,
@@ -108,9 +110,10 @@ class PQTable(EmbeddingTable):
         self.codebooks = nn.Parameter(torch.zeros(num_subspaces, codebook_size, width))  # [M, K, W]
         self.bias = nn.Parameter(torch.zeros(embedding_dim)) if layout == "additive" else None
         self.dense_rows = nn.Parameter(torch.zeros(len(self.dense_ids), embedding_dim))
-        self.register_buffer(
-            "codes", torch.zeros(num_embeddings, num_subspaces, dtype=code_dtype(codebook_size))
-        )
+        if self._owns_codes:
+            self.register_buffer(
+                "codes", torch.zeros(num_embeddings, num_subspaces, dtype=code_dtype(codebook_size))
+            )
         self.register_buffer("_offsets", torch.arange(num_subspaces) * codebook_size, persistent=False)
         self.register_buffer("_dense_ids", torch.tensor(self.dense_ids, dtype=torch.long), persistent=False)
 
@@ -242,3 +245,108 @@ class PQTable(EmbeddingTable):
             f"{self.num_embeddings}, {self.embedding_dim}, M={self.num_subspaces}, "
             f"K={self.codebook_size}, layout={self.layout}"
         )
+
+
+@register_swappable
+class SharedCodesPQTable(PQTable):
+    """A PQ table that stores no codes: it reads those of another ``PQTable`` of the model.
+
+    Why: the first-order (LR) weights of a quantized field are an additive dim-1 table on the
+    same codes as the field's embedding. A second copy of the codes would cost as much as the
+    codes themselves (M bytes per id) and halve the compression ratio of models with a
+    first-order term (DeepFM, FM, Wide&Deep...). The link is plain Python state, like
+    ``FoldedLinear``'s: ``code_source`` (the source table's path in the model) is saved in
+    the spec, and ``bind_shared_codes(model)`` reconnects it after building or loading. A
+    deep copy of the whole model links the copies; a table copied alone keeps a private copy
+    of its source until it is bound again.
+
+    Args:
+        code_source: fully qualified name of the source ``PQTable`` (e.g.
+            ``embedding.tables.C3``); the rest as ``PQTable`` (M and K must match the source).
+    """
+
+    _owns_codes = False
+
+    def __init__(self, *args: Any, code_source: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.code_source = code_source
+        object.__setattr__(self, "_source", None)  # not a submodule: no double registration
+
+    @property
+    def codes(self) -> Tensor:  # type: ignore[override]
+        if self._source is None:
+            raise RuntimeError(
+                f"SharedCodesPQTable is not bound to {self.code_source!r}; "
+                "call ctrzip.nn.embedding.pq.bind_shared_codes(model)"
+            )
+        return self._source.codes
+
+    def bind(self, source: PQTable) -> None:
+        """Read ``source``'s codes from now on (checked for shape and codebook size)."""
+        if not isinstance(source, PQTable) or isinstance(source, SharedCodesPQTable):
+            raise TypeError(f"{self.code_source!r} is not a PQTable that owns its codes")
+        if (source.num_embeddings, source.num_subspaces, source.codebook_size) != (
+            self.num_embeddings,
+            self.num_subspaces,
+            self.codebook_size,
+        ):
+            raise ValueError(f"{self.code_source!r} has other V, M or K than this table")
+        object.__setattr__(self, "_source", source)
+
+    @classmethod
+    def on(
+        cls,
+        source: PQTable,
+        code_source: str,
+        codebooks: Tensor,
+        layout: Layout = "additive",
+        bias: Tensor | None = None,
+        dense_rows: Tensor | None = None,
+    ) -> SharedCodesPQTable:
+        """A table on ``source``'s codes with its own codebooks ``[M, K, W]``."""
+        m, k, w = codebooks.shape
+        dim = w * m if layout == "concat" else w
+        table = cls(
+            source.num_embeddings,
+            dim,
+            m,
+            k,
+            layout=layout,
+            padding_idx=source.padding_idx,
+            dense_ids=list(source.dense_ids),
+            code_source=code_source,
+        ).to(codebooks.device)
+        table.bind(source)
+        with torch.no_grad():
+            table.codebooks.copy_(codebooks)
+            if bias is not None:
+                table.bias.copy_(bias)  # type: ignore[union-attr]
+            if dense_rows is not None:
+                table.dense_rows.copy_(dense_rows)
+        return table
+
+    def code_nbytes(self) -> int:
+        return 0  # counted once, in the source table
+
+    def packed_code_nbytes(self) -> int:
+        return 0
+
+    def spec(self) -> dict[str, Any]:
+        return {**super().spec(), "code_source": self.code_source}
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, codes from {self.code_source}"
+
+
+def bind_shared_codes(model: nn.Module) -> int:
+    """Connect every ``SharedCodesPQTable`` in ``model`` to its source table; returns how many."""
+    n = 0
+    for table in model.modules():
+        if isinstance(table, SharedCodesPQTable):
+            try:
+                source = model.get_submodule(table.code_source)
+            except AttributeError as err:
+                raise ValueError(f"code source {table.code_source!r} is not in the model") from err
+            table.bind(source)  # type: ignore[arg-type]
+            n += 1
+    return n
