@@ -72,13 +72,15 @@ def mec_table(records: list[dict[str, Any]], vocabs: list[str]) -> tuple[str, li
             dense = by_run[(r["config_hash"], r["seed"])]
             groups[(r["model"], r["row"], r["M"], r["K"], r["protocol"])].append((r, dense))
     head = (
-        f"| model | row | M | K | protocol | n | d plug-in valid AUC | p | d final test AUC | ratio here "
+        "| model | row | M | K | protocol | n | d plug-in valid AUC | p | d final test AUC | ratio here "
         + "".join(f"| ratio {v} (packed) " for v in vocabs)
         + "| ids/codeword here | stage 1 s / base train s |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     rows = []
-    for (model, row, m, k, proto), pairs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][3])):
+    for (model, row, m, k, proto), pairs in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][3])
+    ):
         seen: dict[int, tuple[dict, dict]] = {}
         for r, d in pairs:  # one record per seed (the first), repeated cells from other runs dropped
             seen.setdefault(r["seed"], (r, d))
@@ -90,8 +92,8 @@ def mec_table(records: list[dict[str, Any]], vocabs: list[str]) -> tuple[str, li
         s1 = statistics.fmean(r["stage1_seconds"] for r, _ in pairs)
         tr = statistics.fmean(d["train_seconds"] for _, d in pairs if d.get("train_seconds"))
         lines.append(
-            f"| {model} | {row} | {m} | {k} | {proto} | {len(pairs)} | {ms(d_plug)} | {fmt_p(wilcoxon_p(d_plug))} "
-            f"| {ms(d_test)} | {r0['ratio']:.1f}x "
+            f"| {model} | {row} | {m} | {k} | {proto} | {len(pairs)} | {ms(d_plug)} "
+            f"| {fmt_p(wilcoxon_p(d_plug))} | {ms(d_test)} | {r0['ratio']:.1f}x "
             + "".join(f"| {proj[v]['ratio']:.1f}x ({proj[v]['ratio_packed']:.1f}x) " for v in vocabs)
             + f"| {r0.get('ids_per_codeword')} | {s1:.0f} / {tr:.0f} |"
         )
@@ -105,7 +107,9 @@ def mec_paired(records: list[dict[str, Any]], a: str, b: str) -> str:
     cells: dict[tuple[Any, ...], dict[str, float]] = defaultdict(dict)
     for r in records:
         if r["row"] in (a, b):
-            cells[(r["model"], r["M"], r["K"], r["seed"], r["config_hash"])][r["row"]] = r["plugin_valid"]["auc"]
+            cells[(r["model"], r["M"], r["K"], r["seed"], r["config_hash"])][r["row"]] = r["plugin_valid"][
+                "auc"
+            ]
     by_mk: dict[tuple[Any, ...], list[float]] = defaultdict(list)
     for (model, m, k, _, _), v in cells.items():
         if a in v and b in v:
@@ -130,7 +134,12 @@ def frontier_plot(rows: list[dict[str, Any]], vocab: str, path: Path, title: str
              if (r["model"], r["row"]) == (model, variant)),
             key=lambda t: t[0],
         )  # fmt: skip
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-" if len(pts) > 1 else "s", label=f"{model} {variant}")
+        ax.plot(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            "o-" if len(pts) > 1 else "s",
+            label=f"{model} {variant}",
+        )
         for x, y, r in pts:
             ax.annotate(f"M{r['M']}K{r['K']}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.axhline(-0.001, color="grey", ls="--", lw=0.8, label="-0.001 (target)")
@@ -175,8 +184,9 @@ def lowrank_table(records: list[dict[str, Any]]) -> str:
                 speed.append(r["throughput"] / dense["throughput"])
         sp = f"{statistics.fmean(speed):.2f}x" if speed else "-"
         lines.append(
-            f"| {model} | {row} | {len(items)} | {items[0]['r']['params_M']:.3f} | {statistics.fmean(fewer):.2f}x "
-            f"| {sp} | {ms(d_ctl)} | {fmt_p(wilcoxon_p(d_ctl))} | {ms(d_dense)} |"
+            f"| {model} | {row} | {len(items)} | {items[0]['r']['params_M']:.3f} "
+            f"| {statistics.fmean(fewer):.2f}x | {sp} | {ms(d_ctl)} | {fmt_p(wilcoxon_p(d_ctl))} "
+            f"| {ms(d_dense)} |"
         )
     return "\n".join(lines)
 

@@ -292,7 +292,7 @@ def test_artifact_round_trip_of_a_quantized_deepfm_stores_codes_once(trained, tm
     compress(model, _cfg(protocol="none"), data)
     save(tmp_path / "art", model)
     with safe_open(str(tmp_path / "art" / "model.safetensors"), "pt") as fh:
-        code_keys = [k for k in fh.keys() if k.endswith(".codes")]
+        code_keys = [k for k in fh.keys() if k.endswith(".codes")]  # noqa: SIM118
     assert code_keys == ["embedding.tables.big.codes"]
     loaded = load(tmp_path / "art", device="cpu")
     lr_big = loaded.first_order.embedding.tables["big"]

@@ -269,7 +269,9 @@ class MEC(CompressionMethod[MECConfig]):
             if name in fe.tables:
                 if cfg.first_order == "codes":
                     w = popularity_weights(counts, cfg.code_learning.weighting).to(dev)
-                    new.append((fe, name, first_order_table(fe.tables[name], pq, w, f"embedding.tables.{name}")))
+                    new.append(
+                        (fe, name, first_order_table(fe.tables[name], pq, w, f"embedding.tables.{name}"))
+                    )
                 first_order = cfg.first_order
         diag = code_diagnostics(res.codes, counts, cfg.codebook_size, cfg.head_frac, cfg.tail_frac)
         err = (res.decoded - weight[1 : v - 1].float()).pow(2).sum() / weight[1 : v - 1].float().pow(2).sum()
