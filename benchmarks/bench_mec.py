@@ -13,7 +13,10 @@ Smoke run (synthetic Criteo-like data, 1 thread, a few minutes)::
     python benchmarks/bench_mec.py --smoke
 
 Larger: ``--synthetic-rows 2000000 --K 64,256 --M 2,4 --seeds 0,1,2`` or ``--data DIR`` (an
-encoded dataset from ``ctrzip encode``).
+encoded dataset from ``ctrzip encode``). ``--protocol none`` reports plug-in AUC only (the
+control is the base model); ``--full-scale criteo|criteo_raw|avazu`` adds each cell's bytes
+projected to that real vocabulary; ``--time-budget`` stops starting new cells (records are
+appended as they finish). ``benchmarks/summarize.py mec FILE`` makes the tables and the plot.
 """
 
 from __future__ import annotations
