@@ -43,6 +43,7 @@ from ctrzip.train import TrainConfig, Trainer, evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_tag, run_meta  # noqa: E402
+from summarize import mec_table  # noqa: E402
 
 
 def synthetic_dataset(kind: str, rows: int, seed: int, min_count: int, workers: int) -> EncodedDataset:
@@ -256,32 +257,6 @@ class Bench:
         )
 
 
-def summary(records: list[dict[str, Any]]) -> str:
-    """Mean +- sd over seeds per (row, M, K), with deltas to the dense control of the same seed."""
-    control = {r["seed"]: r for r in records if r["row"] == "dense"}
-    groups: dict[tuple[str, Any, Any], list[dict[str, Any]]] = {}
-    for r in records:
-        groups.setdefault((r["row"], r["M"], r["K"]), []).append(r)
-
-    def ms(xs: list[float]) -> str:
-        sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
-        return f"{statistics.fmean(xs):+.4f}+-{sd:.4f}"
-
-    lines = [
-        f"{'row':16s} {'M':>3s} {'K':>5s} {'ratio':>7s} {'d plug-in':>16s} {'d final':>16s} {'d test':>16s} n"
-    ]
-    for (row, m, k), rs in groups.items():
-        d_plug = [r["plugin_valid"]["auc"] - control[r["seed"]]["plugin_valid"]["auc"] for r in rs]
-        d_fin = [r["final_valid"]["auc"] - control[r["seed"]]["final_valid"]["auc"] for r in rs]
-        d_test = [r["final_test"]["auc"] - control[r["seed"]]["final_test"]["auc"] for r in rs]
-        ratio = statistics.fmean(r["ratio"] for r in rs)
-        lines.append(
-            f"{row:16s} {m!s:>3s} {k!s:>5s} {ratio:6.2f}x "
-            f"{ms(d_plug):>16s} {ms(d_fin):>16s} {ms(d_test):>16s} {len(rs)}"
-        )
-    return "\n".join(lines)
-
-
 def _ints(s: str) -> list[int]:
     return [int(x) for x in s.split(",") if x]
 
@@ -365,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
         if bench.out_of_time():
             break
         bench.run(seed)
-    print(summary(bench.records))
+    print(mec_table(bench.records, [args.full_scale] if args.full_scale else [])[0])
     print(f"appended {len(bench.records)} records to {out}")
 
 

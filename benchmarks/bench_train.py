@@ -41,17 +41,13 @@ sys.path.insert(0, str(HERE))
 from _common import write_result  # noqa: E402
 from peer.clock import StepClock  # noqa: E402
 
+from ctrzip.bench.projection import CRITEO_C, CRITEO_I  # noqa: E402  (Criteo vocab, min_count 10)
 from ctrzip.data.batch import Batch  # noqa: E402
 from ctrzip.data.dataset import EncodedDataset, SplitArrays, save_split  # noqa: E402
 from ctrzip.data.loader import BatchLoader, resolve_device  # noqa: E402
 from ctrzip.data.schema import FeatureSchema, FieldSpec  # noqa: E402
 from ctrzip.models.base import CTRModel, build_model  # noqa: E402
 from ctrzip.train import TrainConfig, Trainer, predict  # noqa: E402
-
-# Criteo C1..C26 vocab sizes after min_count 10 on 36.7M rows (shared/spec/DATA.md); I1..I13 bucketed.
-CRITEO_C = [1446, 554, 157339, 117822, 306, 18, 11882, 630, 5, 39530, 5131, 156656, 3176, 28, 11043,
-            148913, 12, 4560, 2003, 5, 154564, 18, 17, 53031, 82, 40955]  # fmt: skip
-CRITEO_I = [48, 98, 120, 54, 225, 150, 97, 75, 106, 10, 36, 62, 84]
 
 
 def synthetic_schema(total_vocab: int) -> FeatureSchema:

@@ -72,7 +72,8 @@ def mec_table(records: list[dict[str, Any]], vocabs: list[str]) -> tuple[str, li
             dense = by_run[(r["config_hash"], r["seed"])]
             groups[(r["model"], r["row"], r["M"], r["K"], r["protocol"])].append((r, dense))
     head = (
-        "| model | row | M | K | protocol | n | d plug-in valid AUC | p | d final test AUC | ratio here "
+        "| model | row | M | K | protocol | n | d plug-in valid AUC | p | d final valid AUC "
+        "| d final test AUC | ratio here "
         + "".join(f"| ratio {v} (packed) " for v in vocabs)
         + "| ids/codeword here | stage 1 s / base train s |"
     )
@@ -86,6 +87,7 @@ def mec_table(records: list[dict[str, Any]], vocabs: list[str]) -> tuple[str, li
             seen.setdefault(r["seed"], (r, d))
         pairs = list(seen.values())
         d_plug = [r["plugin_valid"]["auc"] - d["plugin_valid"]["auc"] for r, d in pairs]
+        d_final = [r["final_valid"]["auc"] - d["final_valid"]["auc"] for r, d in pairs]
         d_test = [r["final_test"]["auc"] - d["final_test"]["auc"] for r, d in pairs]
         r0, d0 = pairs[0]
         proj = {v: projected(r0, d0, v) for v in vocabs}
@@ -93,7 +95,7 @@ def mec_table(records: list[dict[str, Any]], vocabs: list[str]) -> tuple[str, li
         tr = statistics.fmean(d["train_seconds"] for _, d in pairs if d.get("train_seconds"))
         lines.append(
             f"| {model} | {row} | {m} | {k} | {proto} | {len(pairs)} | {ms(d_plug)} "
-            f"| {fmt_p(wilcoxon_p(d_plug))} | {ms(d_test)} | {r0['ratio']:.1f}x "
+            f"| {fmt_p(wilcoxon_p(d_plug))} | {ms(d_final)} | {ms(d_test)} | {r0['ratio']:.1f}x "
             + "".join(f"| {proj[v]['ratio']:.1f}x ({proj[v]['ratio_packed']:.1f}x) " for v in vocabs)
             + f"| {r0.get('ids_per_codeword')} | {s1:.0f} / {tr:.0f} |"
         )

@@ -42,3 +42,34 @@ def write_out(job: dict[str, Any], result: dict[str, Any]) -> None:
 
 def throughput(rows: int, seconds: float) -> float:
     return rows / seconds if seconds > 0 else float("nan")
+
+
+def run_fields(
+    model: Any,
+    vocab_sizes: dict[str, int],
+    *,
+    n_train: int,
+    epochs_run: int,
+    fit_s: float,
+    train_s: float,
+    auc: float,
+    logloss: float,
+    eval_t0: float,
+) -> dict[str, Any]:
+    """The result fields both libraries report, computed the same way (rows = n_train * epochs)."""
+    import time
+
+    rows = n_train * epochs_run
+    return {
+        "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "vocab_sizes": vocab_sizes,
+        "train_rows": n_train,
+        "epochs_run": epochs_run,
+        "fit_s": fit_s,
+        "train_s": train_s,
+        "samples_per_s": throughput(rows, train_s),
+        "fit_samples_per_s": throughput(rows, fit_s),
+        "test_auc": float(auc),
+        "test_logloss": float(logloss),
+        "test_eval_s": time.perf_counter() - eval_t0,
+    }

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _child import read_job, throughput, write_out
+from _child import read_job, run_fields, throughput, write_out
 from clock import ListLoader, StepClock
 from data import PeerDataset
 
@@ -109,23 +109,22 @@ def main() -> None:
     n_train = len(data["train"])
     # the trainer times training only (validation excluded) per evaluation period = one epoch here
     train_s = sum(n_train / rec["samples_per_s"] for rec in hist.epochs)
-    rows = n_train * len(hist.epochs)
     t0 = time.perf_counter()
     metrics = evaluate(model, data["test"], batch_size=max(hp["batch_size"], 8192), device="cpu")
     result.update(
         model=job["model"],
         torch=torch.__version__,
-        params=sum(p.numel() for p in model.parameters() if p.requires_grad),
-        vocab_sizes={f.name: f.vocab_size for f in data.schema.sparse_fields},
-        train_rows=n_train,
-        epochs_run=len(hist.epochs),
-        fit_s=fit_s,
-        train_s=train_s,
-        samples_per_s=throughput(rows, train_s),
-        fit_samples_per_s=throughput(rows, fit_s),
-        test_auc=float(metrics["auc"]),
-        test_logloss=float(metrics["logloss"]),
-        test_eval_s=time.perf_counter() - t0,
+        **run_fields(
+            model,
+            {f.name: f.vocab_size for f in data.schema.sparse_fields},
+            n_train=n_train,
+            epochs_run=len(hist.epochs),
+            fit_s=fit_s,
+            train_s=train_s,
+            auc=metrics["auc"],
+            logloss=metrics["logloss"],
+            eval_t0=t0,
+        ),
     )
     if job.get("step_batches"):  # after the test metrics: these extra steps change the model
         result.update(step_only(model, data["train"], hp, job["step_batches"]))

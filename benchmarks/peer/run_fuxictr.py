@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _child import read_job, throughput, write_out
+from _child import read_job, run_fields, throughput, write_out
 from data import PeerDataset
 
 ZOO_CLASS = {"deepfm": "DeepFM", "pnn": "PNN", "dcnv2": "DCNv2"}
@@ -209,7 +209,6 @@ def main() -> None:
     fit_s = time.perf_counter() - t0
     n_train = train_gen.num_samples
     train_s = fit_s - outside["eval"]
-    rows = n_train * outside["evals"]  # one evaluation per finished epoch
     test_gen = RankDataLoader(
         fmap, stage="test", test_data=test, batch_size=hp["batch_size"], shuffle=False, data_format="parquet"
     )
@@ -219,17 +218,17 @@ def main() -> None:
         model=job["model"],
         zoo_file_sha256=sha,
         torch=torch.__version__,
-        params=sum(p.numel() for p in model.parameters() if p.requires_grad),
-        vocab_sizes={k: v["vocab_size"] for k, v in fmap.features.items()},
-        train_rows=n_train,
-        epochs_run=outside["evals"],
-        fit_s=fit_s,
-        train_s=train_s,
-        samples_per_s=throughput(rows, train_s),
-        fit_samples_per_s=throughput(rows, fit_s),
-        test_auc=float(metrics["AUC"]),
-        test_logloss=float(metrics["logloss"]),
-        test_eval_s=time.perf_counter() - t0,
+        **run_fields(
+            model,
+            {k: v["vocab_size"] for k, v in fmap.features.items()},
+            n_train=n_train,
+            epochs_run=outside["evals"],  # one evaluation per finished epoch
+            fit_s=fit_s,
+            train_s=train_s,
+            auc=metrics["AUC"],
+            logloss=metrics["logloss"],
+            eval_t0=t0,
+        ),
     )
     if job.get("step_batches"):  # after the test metrics: these extra steps change the model
         result.update(step_only(model, train_gen, job["step_batches"], ds.label))

@@ -13,7 +13,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from ctrzip.nn.embedding.pq import packed_code_bytes
+from ctrzip.compress.mec import dense_reason
+from ctrzip.nn.embedding.pq import Layout, packed_code_bytes, pq_float_bytes, pq_table_bytes
 
 # Criteo, min_count 10 on an 80% training split (shared/spec/DATA.md); I-fields bucketed by floor(ln(v)^2).
 CRITEO_C = [1446, 554, 157339, 117822, 306, 18, 11882, 630, 5, 39530, 5131, 156656, 3176, 28, 11043,
@@ -44,23 +45,6 @@ FULL_SCALE_VOCAB: dict[str, dict[str, int]] = {
 }
 
 
-def code_itemsize(k: int) -> int:
-    """Bytes per stored code: uint8 up to 256 codewords, else int16 up to 32768, else int32."""
-    return 1 if k <= 256 else 2 if k <= 32768 else 4
-
-
-def pq_field_bytes(v: int, d: int, m: int, k: int, layout: str = "additive") -> dict[str, int]:
-    """Bytes of one PQ-coded field: stored and packed codes, float parts (codebooks + the
-    padding/OOV rows kept dense), and a first-order table reading the same codes."""
-    width = d // m if layout == "concat" else d
-    return {
-        "codes": v * m * code_itemsize(k),
-        "codes_packed": packed_code_bytes(v, m, k),
-        "floats": (m * k * width + 2 * d) * 4,
-        "first_order": (m * k + 2) * 4,
-    }
-
-
 def project_mec_bytes(
     vocab: Mapping[str, int],
     *,
@@ -70,28 +54,28 @@ def project_mec_bytes(
     min_vocab: int,
     network_bytes: int,
     first_order: bool,
-    layout: str = "additive",
+    layout: Layout = "additive",
 ) -> dict[str, Any]:
     """Dense and MEC bytes of a model over ``vocab`` (field -> rows incl. padding/OOV).
 
-    Fields are chosen as ``mec.select_fields`` does: at least ``min_vocab`` rows and a dense
-    table larger than the PQ one. ``network_bytes`` is everything outside the tables (the
-    MLP, cross layers, ...), which does not depend on the vocabulary.
+    Fields are chosen by ``mec.dense_reason``, the rule ``mec.select_fields`` applies.
+    ``network_bytes`` is everything outside the tables (the MLP, cross layers, ...), which
+    does not depend on the vocabulary.
     """
     m, k = num_subspaces, codebook_size
     if dim % m:
         raise ValueError(f"dim {dim} is not divisible by M={m}")
+    # a first-order table on the codes reads the same codes: only its floats (dim 1, additive)
+    lr_pq = pq_float_bytes(1, m, k, "additive") if first_order else 0
     dense = mec = mec_packed = network_bytes
     quantized = []
     for name, v in vocab.items():
         table, lr = v * dim * 4, (v * 4 if first_order else 0)
         dense += table + lr
-        pq = pq_field_bytes(v, dim, m, k, layout)
-        if v >= min_vocab and table > pq["codes"] + pq["floats"]:
+        if dense_reason(v, dim, m, k, layout, min_vocab) is None:
             quantized.append(name)
-            floats = pq["floats"] + (pq["first_order"] if first_order else 0)  # codes shared
-            mec += pq["codes"] + floats
-            mec_packed += pq["codes_packed"] + floats
+            mec += pq_table_bytes(v, dim, m, k, layout) + lr_pq
+            mec_packed += packed_code_bytes(v, m, k) + pq_float_bytes(dim, m, k, layout) + lr_pq
         else:
             mec += table + lr
             mec_packed += table + lr

@@ -33,7 +33,7 @@ from ctrzip.data.dataset import EncodedDataset
 from ctrzip.data.loader import resolve_device
 from ctrzip.models.base import CTRModel
 from ctrzip.nn.embedding.base import DenseTable, EmbeddingTable
-from ctrzip.nn.embedding.pq import PQFit, PQTable, code_dtype
+from ctrzip.nn.embedding.pq import Layout, PQFit, PQTable, pq_table_bytes
 
 # Ablation presets (spec/MEC.md "Variants"): overrides of CodeLearningConfig.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -142,10 +142,15 @@ def _swap(fe: Any, name: str, table: EmbeddingTable) -> EmbeddingTable:
     return old
 
 
-def _pq_table_bytes(v: int, d: int, m: int, k: int, layout: str) -> int:
-    width = d // m if layout == "concat" else d
-    itemsize = torch.empty(0, dtype=code_dtype(k)).element_size()
-    return v * m * itemsize + m * k * width * 4 + 2 * d * 4
+def dense_reason(v: int, d: int, m: int, k: int, layout: Layout, min_vocab: int) -> str | None:
+    """Why a ``V x D`` field stays dense, or None to quantize it (spec/MEC.md, Stage 0):
+    at least ``min_vocab`` rows and a dense table larger than the PQ one."""
+    pq_bytes = pq_table_bytes(v, d, m, k, layout)
+    if v < min_vocab:
+        return f"vocab {v} < min_vocab {min_vocab}"
+    if v * d * 4 <= pq_bytes:
+        return f"dense table ({v * d * 4} B) is not larger than PQ ({pq_bytes} B)"
+    return None
 
 
 def select_fields(model: CTRModel, cfg: MECConfig) -> tuple[list[str], dict[str, str]]:
@@ -159,11 +164,10 @@ def select_fields(model: CTRModel, cfg: MECConfig) -> tuple[list[str], dict[str,
     chosen, skipped = [], {}
     for name, table in tables.items():
         v, d = table.num_embeddings, table.embedding_dim
-        pq_bytes = _pq_table_bytes(v, d, cfg.num_subspaces, cfg.codebook_size, cfg.code_learning.layout)
-        if v < cfg.min_vocab:
-            skipped[name] = f"vocab {v} < min_vocab {cfg.min_vocab}"
-        elif v * d * 4 <= pq_bytes:
-            skipped[name] = f"dense table ({v * d * 4} B) is not larger than PQ ({pq_bytes} B)"
+        m, k = cfg.num_subspaces, cfg.codebook_size
+        reason = dense_reason(v, d, m, k, cfg.code_learning.layout, cfg.min_vocab)
+        if reason is not None:
+            skipped[name] = reason
         elif isinstance(table, PQTable):
             skipped[name] = "already quantized"
         else:

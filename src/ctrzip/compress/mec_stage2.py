@@ -19,7 +19,7 @@ from ctrzip.data.dataset import EncodedDataset
 from ctrzip.models.base import CTRModel, build_model
 from ctrzip.nn.embedding.base import EmbeddingTable
 from ctrzip.nn.embedding.field import FieldEmbedding
-from ctrzip.nn.embedding.pq import PQTable, SharedCodesPQTable, bind_shared_codes
+from ctrzip.nn.embedding.pq import PQTable, SharedCodesPQTable
 
 
 @dataclass
@@ -187,12 +187,12 @@ def retrain(model: CTRModel, data: EncodedDataset, cfg: StageTwoConfig, seed: in
 
     torch.manual_seed(seed)
     fresh = build_model(model.registry_key, model.schema, model.config)
+    memo: dict[int, Any] = {}  # one memo: a first-order table's copy reads the copied code table
     for fqn, fe in list(fresh.named_modules()):
         if isinstance(fe, FieldEmbedding):
             trained = model.get_submodule(fqn)
             for name in list(fe.tables):
-                fe.tables[name] = copy.deepcopy(trained.tables[name])  # type: ignore[index]
-    bind_shared_codes(fresh)  # first-order tables read the fresh model's code tables
+                fe.tables[name] = copy.deepcopy(trained.tables[name], memo)  # type: ignore[index]
     history = Trainer(trainer_config(cfg, seed, device)).fit(fresh, data["train"], data["valid"])
     model.load_state_dict(fresh.state_dict())
     return history

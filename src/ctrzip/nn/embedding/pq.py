@@ -57,6 +57,19 @@ def code_dtype(codebook_size: int) -> torch.dtype:
     return torch.int32
 
 
+def pq_float_bytes(dim: int, num_subspaces: int, codebook_size: int, layout: Layout) -> int:
+    """fp32 bytes of a ``PQTable``'s float parts: codebooks, one dense (OOV) row, the additive bias."""
+    width = dim // num_subspaces if layout == "concat" else dim
+    bias = dim if layout == "additive" else 0
+    return (num_subspaces * codebook_size * width + dim + bias) * 4
+
+
+def pq_table_bytes(num_rows: int, dim: int, num_subspaces: int, codebook_size: int, layout: Layout) -> int:
+    """Bytes of a ``PQTable`` as stored (codes in ``code_dtype``), without building it."""
+    codes = num_rows * num_subspaces * code_dtype(codebook_size).itemsize
+    return codes + pq_float_bytes(dim, num_subspaces, codebook_size, layout)
+
+
 def packed_code_bytes(num_rows: int, num_subspaces: int, codebook_size: int) -> int:
     """Bytes of ``num_rows x M`` codes bit-packed at ``ceil(log2 K)`` bits each."""
     bits = max(1, math.ceil(math.log2(codebook_size)))
@@ -150,14 +163,19 @@ class PQTable(EmbeddingTable):
         table = cls(v, dim, m, k, layout=layout, padding_idx=padding_idx, dense_ids=dense_ids)
         with torch.no_grad():
             table.codes.copy_(codes.to(table.codes.dtype))
-            table.codebooks.copy_(codebooks)
-            if bias is not None:
-                if table.bias is None:
-                    raise ValueError("bias is only used by the additive layout")
-                table.bias.copy_(bias)
-            if dense_rows is not None:
-                table.dense_rows.copy_(dense_rows)
+        table._set_floats(codebooks, bias, dense_rows)
         return table
+
+    def _set_floats(self, codebooks: Tensor, bias: Tensor | None, dense_rows: Tensor | None) -> None:
+        """Copy learned float parts in (bias and dense rows keep zeros when None)."""
+        with torch.no_grad():
+            self.codebooks.copy_(codebooks)
+            if bias is not None:
+                if self.bias is None:
+                    raise ValueError("bias is only used by the additive layout")
+                self.bias.copy_(bias)
+            if dense_rows is not None:
+                self.dense_rows.copy_(dense_rows)
 
     @classmethod
     def from_dense(cls, table: EmbeddingTable, fit: PQFit) -> PQTable:
@@ -317,12 +335,7 @@ class SharedCodesPQTable(PQTable):
             code_source=code_source,
         ).to(codebooks.device)
         table.bind(source)
-        with torch.no_grad():
-            table.codebooks.copy_(codebooks)
-            if bias is not None:
-                table.bias.copy_(bias)  # type: ignore[union-attr]
-            if dense_rows is not None:
-                table.dense_rows.copy_(dense_rows)
+        table._set_floats(codebooks, bias, dense_rows)
         return table
 
     def code_nbytes(self) -> int:
