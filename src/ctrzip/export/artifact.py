@@ -27,6 +27,7 @@ from torch import nn
 
 import ctrzip
 from ctrzip.data.schema import FeatureSchema
+from ctrzip.errors import UserError
 from ctrzip.models.base import CTRModel, build_model
 from ctrzip.nn.embedding.base import DenseTable
 from ctrzip.nn.swappable import SWAPPABLE, replace_module
@@ -35,7 +36,7 @@ FORMAT_VERSION = 1
 _FILES = ("model.safetensors", "manifest.json", "schema.json")
 
 
-class ArtifactError(ValueError):
+class ArtifactError(UserError):
     """An artifact folder is missing, corrupt or inconsistent."""
 
 

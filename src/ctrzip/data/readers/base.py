@@ -17,12 +17,14 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
+from ctrzip.errors import UserError
 
-class BadRowError(ValueError):
+
+class BadRowError(UserError):
     """A malformed input row under ``on_bad_rows: error``; the message names file, line, column."""
 
 
-class DataFormatError(ValueError):
+class DataFormatError(UserError):
     """The input as a whole is unusable: empty file, missing columns, unknown format."""
 
 
