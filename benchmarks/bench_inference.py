@@ -18,13 +18,13 @@ from pathlib import Path
 
 import torch
 
-from ctrzip.bench.sizes import size_report
 from ctrzip.bench.timing import time_forward
-from ctrzip.compress import compress
-from ctrzip.compress.lowrank import LowRankConfig
-from ctrzip.compress.mec import MECConfig
-from ctrzip.compress.mec_stage1 import CodeLearningConfig
-from ctrzip.compress.tt import TTConfig
+from ctrzip.compression import compress
+from ctrzip.compression.lowrank.feature_mimicking import LowRankConfig
+from ctrzip.compression.lowrank.tt import TTConfig
+from ctrzip.compression.mec.method import MECConfig
+from ctrzip.compression.mec.stage1 import CodeLearningConfig
+from ctrzip.compression.sizes import size_report
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.data.loader import BatchLoader
 from ctrzip.models.base import build_model

@@ -34,12 +34,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ctrzip.bench.sizes import size_report
-from ctrzip.compress import compress
-from ctrzip.compress._factorized import StepOptions, count_params, finetune_control
-from ctrzip.compress.lowrank import LowRankConfig
-from ctrzip.compress.svd import SVDConfig
-from ctrzip.compress.tt import TTConfig
+from ctrzip.compression import compress
+from ctrzip.compression.lowrank.factorized import StepOptions, count_params, finetune_control
+from ctrzip.compression.lowrank.feature_mimicking import LowRankConfig
+from ctrzip.compression.lowrank.svd import SVDConfig
+from ctrzip.compression.lowrank.tt import TTConfig
+from ctrzip.compression.sizes import size_report
 from ctrzip.data.dataset import EncodedDataset, SplitArrays, save_counts, save_split
 from ctrzip.data.loader import BatchLoader
 from ctrzip.data.schema import FeatureSchema, FieldSpec

@@ -33,10 +33,10 @@ from typing import Any
 
 import torch
 
-from ctrzip.bench.projection import FULL_SCALE_VOCAB, project_mec_bytes
-from ctrzip.compress import compress
-from ctrzip.compress.mec import VARIANTS, MECConfig
-from ctrzip.compress.mec_stage2 import StageTwoConfig, finetune, model_bytes
+from ctrzip.compression import compress
+from ctrzip.compression.mec.method import VARIANTS, MECConfig
+from ctrzip.compression.mec.projection import FULL_SCALE_VOCAB, project_mec_bytes
+from ctrzip.compression.mec.stage2 import StageTwoConfig, finetune, model_bytes
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.models.base import CTRModel, build_model
 from ctrzip.train import TrainConfig, Trainer, evaluate

@@ -41,7 +41,7 @@ sys.path.insert(0, str(HERE))
 from _common import write_result  # noqa: E402
 from peer.clock import StepClock  # noqa: E402
 
-from ctrzip.bench.projection import CRITEO_C, CRITEO_I  # noqa: E402  (Criteo vocab, min_count 10)
+from ctrzip.compression.mec.projection import CRITEO_C, CRITEO_I  # noqa: E402  (Criteo vocab, min_count 10)
 from ctrzip.data.batch import Batch  # noqa: E402
 from ctrzip.data.dataset import EncodedDataset, SplitArrays, save_split  # noqa: E402
 from ctrzip.data.loader import BatchLoader, resolve_device  # noqa: E402

@@ -18,8 +18,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ctrzip.bench.projection import FULL_SCALE_VOCAB, project_mec_bytes
-from ctrzip.compress.mec import MECConfig
+from ctrzip.compression.mec.method import MECConfig
+from ctrzip.compression.mec.projection import FULL_SCALE_VOCAB, project_mec_bytes
 
 
 def load(paths: list[Path]) -> list[dict[str, Any]]:

@@ -6,9 +6,9 @@ Public API::
     from ctrzip import compress, MECConfig, LowRankConfig, save, load
 """
 
-from ctrzip.compress.api import compress
-from ctrzip.compress.lowrank import LowRankConfig
-from ctrzip.compress.mec import MECConfig, PQConfig
+from ctrzip.compression.api import compress
+from ctrzip.compression.lowrank.feature_mimicking import LowRankConfig
+from ctrzip.compression.mec.method import MECConfig, PQConfig
 from ctrzip.data.batch import Batch
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.data.encode import encode_dataset

@@ -23,7 +23,7 @@ class RunResult:
 
 def train_run(run: RunConfig, *, save_to: str | Path | None = None) -> RunResult:
     """Train ``run.model`` on ``run.dataset``, evaluate valid/test, optionally save an artifact."""
-    from ctrzip.bench.sizes import size_report
+    from ctrzip.compression.sizes import size_report
     from ctrzip.export import save
     from ctrzip.train.trainer import TrainConfig, Trainer, evaluate
 

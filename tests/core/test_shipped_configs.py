@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from ctrzip.compress import METHODS
+from ctrzip.compression import METHODS
 from ctrzip.config import from_dict, load_yaml, to_dict
 from ctrzip.run_config import parse_run_config
 

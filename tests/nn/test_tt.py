@@ -65,8 +65,8 @@ def test_random_init_scale_and_spec_round_trip() -> None:
 
 
 def test_tt_method_swaps_only_large_tables() -> None:
-    from ctrzip.compress import compress
-    from ctrzip.compress.tt import TTConfig
+    from ctrzip.compression import compress
+    from ctrzip.compression.lowrank.tt import TTConfig
     from ctrzip.config import from_dict, to_dict
     from ctrzip.data.schema import FeatureSchema, FieldSpec
     from ctrzip.models.base import build_model

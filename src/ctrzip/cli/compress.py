@@ -23,8 +23,8 @@ def compress_cmd(
     set_: Optional[list[str]] = typer.Option(None, "--set", help="override, e.g. num_subspaces=4"),  # noqa: UP045
 ) -> None:
     """Compress a trained model with a method, evaluate it and save the compressed artifact."""
-    from ctrzip.bench.sizes import format_size_report, size_report
-    from ctrzip.compress import METHODS, compress
+    from ctrzip.compression import METHODS, compress
+    from ctrzip.compression.sizes import format_size_report, size_report
     from ctrzip.config import from_dict
     from ctrzip.data.dataset import EncodedDataset
     from ctrzip.export import ArtifactError, load, save

@@ -97,11 +97,11 @@ def _compressed_rows(
     """Dense control, MEC and lowrank rows, each from a copy of the trained model."""
     import copy
 
-    from ctrzip.bench.sizes import size_report
-    from ctrzip.compress import compress
-    from ctrzip.compress.lowrank import LowRankConfig
-    from ctrzip.compress.mec import MECConfig
-    from ctrzip.compress.mec_stage1 import CodeLearningConfig
+    from ctrzip.compression import compress
+    from ctrzip.compression.lowrank.feature_mimicking import LowRankConfig
+    from ctrzip.compression.mec.method import MECConfig
+    from ctrzip.compression.mec.stage1 import CodeLearningConfig
+    from ctrzip.compression.sizes import size_report
     from ctrzip.data.dataset import EncodedDataset
     from ctrzip.train.trainer import TrainConfig, Trainer, evaluate
 

@@ -21,7 +21,7 @@ def train_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="artifact folder (default: train.out_dir/model)"),  # noqa: UP045
 ) -> None:
     """Train a model from a run file, evaluate it on valid/test and save an artifact."""
-    from ctrzip.bench.sizes import format_size_report
+    from ctrzip.compression.sizes import format_size_report
     from ctrzip.run_config import parse_run_config
     from ctrzip.workflow import train_run
 
@@ -46,7 +46,7 @@ def evaluate_cmd(
     device: str = typer.Option("auto"),
 ) -> None:
     """Evaluate a saved model (AUC, logloss) and print its size."""
-    from ctrzip.bench.sizes import format_size_report, size_report
+    from ctrzip.compression.sizes import format_size_report, size_report
     from ctrzip.data.dataset import EncodedDataset
     from ctrzip.export import ArtifactError, load
     from ctrzip.train.trainer import evaluate

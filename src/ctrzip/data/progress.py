@@ -1,4 +1,4 @@
-"""Encoding progress on stderr (bytes read, rows/s, ETA) and read-ahead of input blocks."""
+"""Encoding progress (bytes, rows/s, ETA; drawn by ``ctrzip.progress``) and read-ahead of input blocks."""
 
 from __future__ import annotations
 
@@ -9,61 +9,49 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import TypeVar
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import TaskID
+
+from ctrzip.progress import ProgressBars
 
 
 class EncodeProgress:
-    """Two bars: pass 1 (read, by bytes) and pass 2 (write, by rows).
+    """Encoding's two bars on the shared :class:`ctrzip.progress.ProgressBars`.
+
+    Pass 1 (read) advances by bytes and shows rows and rows/s; pass 2 (write) by rows.
 
     Args:
         enabled: False makes every method a no-op.
-        total_bytes: input size.
+        total_bytes: input size in bytes.
     """
 
     def __init__(self, enabled: bool, total_bytes: int) -> None:
-        self.enabled = enabled
         self.rows = 0
         self._t0 = time.perf_counter()
-        self._progress: Progress | None = None
+        self._bars = ProgressBars(enabled)
+        self._total_bytes = total_bytes
         self._read: TaskID | None = None
         self._write: TaskID | None = None
-        if enabled:
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                TextColumn("{task.percentage:>5.1f}%"),
-                TextColumn("{task.fields[rate]}"),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-                transient=False,
-            )
-            self._read = self._progress.add_task("read", total=total_bytes, rate="")
 
     def __enter__(self) -> EncodeProgress:
-        if self._progress is not None:
-            self._progress.start()
+        self._bars.__enter__()
+        self._read = self._bars.add("read", self._total_bytes, unit="MB", per_step=1 / 2**20)
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+        self._bars.__exit__(exc_type, exc, tb)
 
     def advance(self, nbytes: int, rows: int) -> None:
         self.rows += rows
-        if self._progress is not None and self._read is not None:
-            rate = self.rows / max(time.perf_counter() - self._t0, 1e-9)
-            self._progress.update(self._read, advance=nbytes, rate=f"{self.rows:,} rows, {rate:,.0f} rows/s")
+        rate = self.rows / max(time.perf_counter() - self._t0, 1e-9)
+        self._bars.advance(self._read, nbytes, status=f"{self.rows:,} rows, {rate:,.0f} rows/s")
 
     def start_write(self, rows: int) -> None:
-        if self._progress is not None:
-            self._write = self._progress.add_task("write", total=max(rows, 1), rate=f"{rows:,} rows")
+        self._write = self._bars.add("write", max(rows, 1), unit="rows")
 
     def advance_write(self, rows: int) -> None:
-        if self._progress is not None and self._write is not None:
-            self._progress.update(self._write, advance=rows)
+        self._bars.advance(self._write, rows)
 
 
 T = TypeVar("T")

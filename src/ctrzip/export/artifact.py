@@ -149,7 +149,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> CTRModel:
             f"{path}/model.safetensors does not match the manifest's model: "
             f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
         )
-    from ctrzip.compress.fold import bind_folds
+    from ctrzip.compression.lowrank.fold import bind_folds
     from ctrzip.nn.embedding.pq import bind_shared_codes
 
     bind_folds(model)  # reconnect folded consumers to their low-rank tables (plain Python state)

@@ -28,9 +28,9 @@ from ctrzip.config import to_dict
 from ctrzip.data.dataset import SplitArrays
 from ctrzip.data.loader import BatchLoader, resolve_device
 from ctrzip.nn.embedding.field import FieldEmbedding
+from ctrzip.progress import ProgressBars
 from ctrzip.train import checkpoint as ckpt
 from ctrzip.train.evaluation import EvalData, evaluate, predict
-from ctrzip.train.progress import TrainProgress
 from ctrzip.train.train_config import History, TrainConfig
 
 __all__ = ["History", "TrainConfig", "Trainer", "evaluate", "predict"]
@@ -157,7 +157,7 @@ class Trainer:
             (out / ckpt.METRICS).unlink(missing_ok=True)
         self._rng_at_step = ckpt.rng_state()
         try:
-            with TrainProgress(cfg.progress, cfg.batch_size) as bar:
+            with ProgressBars(cfg.progress) as bar:
                 self._loop(model, loader, valid, state, out, bar)
         except BaseException:
             if out is not None:  # keep the last completed step so the run can resume
@@ -186,7 +186,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- loop
     def _loop(
-        self, model: nn.Module, loader: Any, valid: Any, st: _LoopState, out: Path | None, bar: TrainProgress
+        self, model: nn.Module, loader: Any, valid: Any, st: _LoopState, out: Path | None, bar: ProgressBars
     ) -> None:
         cfg = self.config
         steps_per_epoch = len(loader)
@@ -197,14 +197,20 @@ class Trainer:
             self._evaluate_and_save(model, valid, st, out, bar)
         while st.epoch < cfg.epochs and not self._done(st):
             loader.set_epoch(st.epoch)
-            bar.start_epoch(st.epoch + 1, steps_per_epoch, st.step_in_epoch)
+            task = bar.add(
+                f"epoch {st.epoch + 1}",
+                steps_per_epoch,
+                unit="samples",
+                per_step=cfg.batch_size,
+                completed=st.step_in_epoch,
+            )
             model.train()
             t0 = time.perf_counter()
             for batch in itertools.islice(iter(loader), st.step_in_epoch, None):
                 loss = self._step(model, batch.to(device))
                 st.pending_eval = self._count_step(st, loss, len(batch), steps_per_epoch)
                 self._rng_at_step = ckpt.rng_state()
-                bar.advance()
+                bar.advance(task)
                 if st.pending_eval:
                     st.train_seconds += time.perf_counter() - t0
                     self._evaluate_and_save(model, valid, st, out, bar)
@@ -278,7 +284,7 @@ class Trainer:
 
     # ------------------------------------------------------- eval + state
     def _evaluate_and_save(
-        self, model: nn.Module, valid: Any, st: _LoopState, out: Path | None, bar: TrainProgress
+        self, model: nn.Module, valid: Any, st: _LoopState, out: Path | None, bar: ProgressBars
     ) -> None:
         cfg = self.config
         loss_sum = float(st.loss_sum)  # one device sync per evaluation, not per step

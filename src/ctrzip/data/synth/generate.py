@@ -24,6 +24,7 @@ from ctrzip.data.synth.sampler import (
 )
 from ctrzip.data.synth.teacher import TeacherConfig, build_teacher, calibrate
 from ctrzip.data.synth.writer import chunk_text
+from ctrzip.progress import ProgressBars
 
 
 @dataclass
@@ -182,24 +183,19 @@ def _worker_chunk(index: int) -> tuple[bytes, int, int]:
 
 
 class _progress:
-    """A rich progress bar over rows, or a no-op."""
+    """A transient bar over rows (``ctrzip.progress``); entering returns ``advance(n)``."""
 
     def __init__(self, enabled: bool, rows: int, kind: str) -> None:
-        self.enabled, self.rows, self.kind = enabled, rows, kind
+        self._bars = ProgressBars(enabled, transient=True)
+        self.rows, self.kind = rows, kind
 
     def __enter__(self):  # type: ignore[no-untyped-def]
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import Progress
-
-        self._bar = Progress(transient=True)
-        self._bar.start()
-        task = self._bar.add_task(f"synth {self.kind}", total=self.rows)
-        return lambda n: self._bar.advance(task, n)
+        self._bars.__enter__()
+        task = self._bars.add(f"synth {self.kind}", self.rows, unit="rows")
+        return lambda n: self._bars.advance(task, n)
 
     def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self._bar.stop()
+        self._bars.__exit__(None, None, None)
 
 
 def _write_sidecar(out: Path, report: SynthReport, plan: Plan) -> None:

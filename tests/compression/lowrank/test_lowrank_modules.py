@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from ctrzip.compress.stats import RunningMoments, pca, table_moments
+from ctrzip.compression.stats import RunningMoments, pca, table_moments
 from ctrzip.nn.embedding.base import DenseTable
 from ctrzip.nn.embedding.lowrank import LowRankTable
 from ctrzip.nn.lowrank_linear import LowRankLinear

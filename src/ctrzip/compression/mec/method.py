@@ -16,10 +16,11 @@ from typing import Any, Literal
 
 import torch
 
-from ctrzip.bench.sizes import size_report
-from ctrzip.compress.api import CompressionMethod, register_method
-from ctrzip.compress.mec_stage1 import CodeLearningConfig, CodeLearningResult, fit_codes
-from ctrzip.compress.mec_stage2 import (
+from ctrzip.compression.api import CompressionMethod, register_method
+from ctrzip.compression.mec.diagnostics import as_tensor_counts, code_diagnostics, summarize
+from ctrzip.compression.mec.losses import popularity_weights
+from ctrzip.compression.mec.stage1 import CodeLearningConfig, CodeLearningResult, fit_codes
+from ctrzip.compression.mec.stage2 import (
     StageTwoConfig,
     finetune,
     first_order_embeddings,
@@ -27,8 +28,7 @@ from ctrzip.compress.mec_stage2 import (
     model_bytes,
     retrain,
 )
-from ctrzip.compress.pq_diagnostics import as_tensor_counts, code_diagnostics, summarize
-from ctrzip.compress.pq_losses import popularity_weights
+from ctrzip.compression.sizes import size_report
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.data.loader import resolve_device
 from ctrzip.models.base import CTRModel

@@ -16,8 +16,8 @@ from typing import Any, Generic, TypeVar
 import torch
 from torch import Tensor, nn
 
-from ctrzip.compress.api import CompressionMethod
-from ctrzip.compress.fold import fold_into_consumer
+from ctrzip.compression.api import CompressionMethod
+from ctrzip.compression.lowrank.fold import fold_into_consumer
 from ctrzip.data.batch import Batch
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.data.loader import BatchLoader, resolve_device

@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
-from ctrzip.compress import compress
-from ctrzip.compress.mec import VARIANTS, MECConfig, PQConfig, select_fields
-from ctrzip.compress.mec_stage1 import CodeLearningConfig, _Coder, _replace_dead, fit_codes
-from ctrzip.compress.mec_stage2 import StageTwoConfig, model_bytes
+from ctrzip.compression import compress
+from ctrzip.compression.mec.method import VARIANTS, MECConfig, PQConfig, select_fields
+from ctrzip.compression.mec.stage1 import CodeLearningConfig, _Coder, _replace_dead, fit_codes
+from ctrzip.compression.mec.stage2 import StageTwoConfig, model_bytes
 from ctrzip.config import ConfigError, from_dict, to_dict
 from ctrzip.models.base import build_model
 from ctrzip.nn.embedding.pq import PQTable, SharedCodesPQTable, bind_shared_codes
@@ -189,7 +189,7 @@ def test_finetune_can_freeze_codebooks(trained):
     compress(model, _cfg(protocol="none"), data)
     books = model.embedding.tables["big"].codebooks.detach().clone()
     first = model.mlp.layers[0].weight.detach().clone()
-    from ctrzip.compress.mec_stage2 import finetune
+    from ctrzip.compression.mec.stage2 import finetune
 
     finetune(model, data, stage, 0, "cpu")
     assert torch.equal(model.embedding.tables["big"].codebooks, books)
@@ -243,7 +243,7 @@ def test_select_fields_rule(trained):
 @pytest.mark.parametrize("k", [16, 64])
 def test_projected_bytes_match_measured_model(trained, k):
     """The full-scale projection, applied to the test vocabulary, equals the measured bytes."""
-    from ctrzip.bench.projection import project_mec_bytes
+    from ctrzip.compression.mec.projection import project_mec_bytes
 
     data, base = trained
     model = copy.deepcopy(base)
@@ -266,7 +266,7 @@ def test_projected_bytes_match_measured_model(trained, k):
 
 
 def test_finetune_keeps_the_plugged_in_model_when_training_only_hurts(trained):
-    from ctrzip.compress.mec_stage2 import finetune
+    from ctrzip.compression.mec.stage2 import finetune
 
     data, base = trained
     model = copy.deepcopy(base)

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from ctrzip.compress import compress
-from ctrzip.compress._factorized import probe_batch
-from ctrzip.compress.calibrate import IdMaskedMoments, calibrate
-from ctrzip.compress.fold import FoldedLinear, bind_folds
-from ctrzip.compress.lowrank import LowRankConfig
-from ctrzip.compress.select import mlp_linears
-from ctrzip.compress.stats import table_moments
+from ctrzip.compression import compress
+from ctrzip.compression.calibrate import IdMaskedMoments, calibrate
+from ctrzip.compression.lowrank.factorized import probe_batch
+from ctrzip.compression.lowrank.feature_mimicking import LowRankConfig
+from ctrzip.compression.lowrank.fold import FoldedLinear, bind_folds
+from ctrzip.compression.select import mlp_linears
+from ctrzip.compression.stats import table_moments
 from ctrzip.config import ConfigError, from_dict, to_dict
 from ctrzip.data.loader import BatchLoader
 from ctrzip.models.base import CTRModel

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ctrzip.compress.stats import RunningMoments, choose_rank, pca, table_moments
+from ctrzip.compression.stats import RunningMoments, choose_rank, pca, table_moments
 
 
 def _chunks(seed: int = 0) -> list[torch.Tensor]:

@@ -7,10 +7,10 @@ import copy
 import pytest
 import torch
 
-from ctrzip.compress import compress
-from ctrzip.compress._factorized import probe_batch
-from ctrzip.compress.fold import FoldedLinear
-from ctrzip.compress.svd import SVDConfig
+from ctrzip.compression import compress
+from ctrzip.compression.lowrank.factorized import probe_batch
+from ctrzip.compression.lowrank.fold import FoldedLinear
+from ctrzip.compression.lowrank.svd import SVDConfig
 from ctrzip.config import from_dict, to_dict
 from ctrzip.nn.embedding.lowrank import LowRankTable
 from ctrzip.nn.lowrank_linear import LowRankLinear

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ctrzip.compress._factorized import FactorizedMethod, StepOptions
-from ctrzip.compress.api import register_method
-from ctrzip.compress.select import tables
+from ctrzip.compression.api import register_method
+from ctrzip.compression.lowrank.factorized import FactorizedMethod, StepOptions
+from ctrzip.compression.select import tables
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.models.base import CTRModel
 from ctrzip.nn.embedding.tt import TTTable

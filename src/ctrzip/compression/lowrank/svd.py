@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ctrzip.compress._factorized import FactorizedMethod, check_rank, fold_checked
-from ctrzip.compress.api import register_method
-from ctrzip.compress.lowrank import FactorizedConfig, mlp_targets
-from ctrzip.compress.select import tables
+from ctrzip.compression.api import register_method
+from ctrzip.compression.lowrank.factorized import FactorizedMethod, check_rank, fold_checked
+from ctrzip.compression.lowrank.feature_mimicking import FactorizedConfig, mlp_targets
+from ctrzip.compression.select import tables
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.data.loader import resolve_device
 from ctrzip.models.base import CTRModel

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ctrzip.compress.kmeans import weighted_kmeans
-from ctrzip.compress.pq_losses import (
+from ctrzip.compression.mec.kmeans import weighted_kmeans
+from ctrzip.compression.mec.losses import (
     Quantizer,
     Weighting,
     decode_codes,

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from ctrzip.compress.kmeans import nearest, weighted_kmeans
-from ctrzip.compress.mec_stage2 import fit_additive
-from ctrzip.compress.pq_diagnostics import code_diagnostics, popularity_bands
-from ctrzip.compress.pq_losses import (
+from ctrzip.compression.mec.diagnostics import code_diagnostics, popularity_bands
+from ctrzip.compression.mec.kmeans import nearest, weighted_kmeans
+from ctrzip.compression.mec.losses import (
     decode_codes,
     info_nce,
     popularity_weights,
@@ -20,6 +19,7 @@ from ctrzip.compress.pq_losses import (
     quantize,
     semi_synthetic_negatives,
 )
+from ctrzip.compression.mec.stage2 import fit_additive
 
 from ._mec_data import one_thread  # noqa: F401  (fixture)
 

@@ -3,7 +3,7 @@
 Why: at reduced scale (a few million synthetic rows) the tables are small, so the dense
 network dominates the model and the whole-model ratio says nothing about real Criteo. The
 AUC has to be measured on the data we can afford; the bytes can be counted exactly for the
-real vocabulary, with the same field selection rule and byte layout as ``ctrzip.compress.mec``
+real vocabulary, with the same field selection rule and byte layout as ``ctrzip.compression.mec.method``
 and the dense network measured on the trained model.
 """
 
@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from ctrzip.compress.mec import dense_reason
+from ctrzip.compression.mec.method import dense_reason
 from ctrzip.nn.embedding.pq import Layout, packed_code_bytes, pq_float_bytes, pq_table_bytes
 
 # Criteo, min_count 10 on an 80% training split (shared/spec/DATA.md); I-fields bucketed by floor(ln(v)^2).

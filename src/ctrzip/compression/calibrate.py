@@ -14,8 +14,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from ctrzip.compress.stats import RunningMoments
+from ctrzip.compression.stats import RunningMoments
 from ctrzip.data.batch import Batch
+from ctrzip.progress import track
 
 
 @runtime_checkable
@@ -85,16 +86,7 @@ def observe(
 
 
 def _progress(batches: Iterable[Batch], total: int | None, show: bool) -> Iterator[Batch]:
-    if not show:
-        yield from batches
-        return
-    from rich.progress import Progress
-
-    with Progress(transient=True) as bar:
-        task = bar.add_task("calibrating", total=total)
-        for b in batches:
-            yield b
-            bar.advance(task)
+    return track(batches, "calibrating", total, enabled=show, unit="batches")
 
 
 def calibrate(

@@ -108,7 +108,8 @@ class FoldedLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # [B, in_features] -> [B, out_features]
         if self._sink is None:
             raise RuntimeError(
-                "FoldedLinear is not bound to its tables; call ctrzip.compress.fold.bind_folds(model)"
+                "FoldedLinear is not bound to its tables; call "
+                "ctrzip.compression.lowrank.fold.bind_folds(model)"
             )
         pieces, col = [], 0
         for name, width, code_w in self.parts:

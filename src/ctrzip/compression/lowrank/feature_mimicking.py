@@ -13,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ctrzip.compress._factorized import FactorizedMethod, StepOptions, check_rank, fold_checked
-from ctrzip.compress.api import register_method
-from ctrzip.compress.calibrate import IdMaskedMoments, calibrate
-from ctrzip.compress.select import linears_by_glob, mlp_linears, tables
-from ctrzip.compress.stats import PCAResult, RunningMoments, choose_rank, pca, table_moments
+from ctrzip.compression.api import register_method
+from ctrzip.compression.calibrate import IdMaskedMoments, calibrate
+from ctrzip.compression.lowrank.factorized import FactorizedMethod, StepOptions, check_rank, fold_checked
+from ctrzip.compression.select import linears_by_glob, mlp_linears, tables
+from ctrzip.compression.stats import PCAResult, RunningMoments, choose_rank, pca, table_moments
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.data.loader import resolve_device
 from ctrzip.models.base import CTRModel

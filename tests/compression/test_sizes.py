@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ctrzip.bench.sizes import MB, format_size_report, size_report
+from ctrzip.compression.sizes import MB, format_size_report, size_report
 from ctrzip.models.base import build_model
 from ctrzip.nn.embedding.base import EmbeddingTable
 

@@ -53,7 +53,7 @@ def register_method(key: str, config_cls: type):  # type: ignore[no-untyped-def]
 
 
 def method_for(config: Any) -> CompressionMethod[Any]:
-    import ctrzip.compress  # noqa: F401  (registers methods)
+    import ctrzip.compression  # noqa: F401  (registers methods)
 
     try:
         return _BY_CONFIG[type(config)](config)

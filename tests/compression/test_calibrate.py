@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from ctrzip.compress.calibrate import IdMaskedMoments, calibrate, observe
-from ctrzip.compress.stats import RunningMoments
+from ctrzip.compression.calibrate import IdMaskedMoments, calibrate, observe
+from ctrzip.compression.stats import RunningMoments
 
 
 class _Net(nn.Module):

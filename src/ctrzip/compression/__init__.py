@@ -1,0 +1,17 @@
+"""Compression methods, one subpackage per family.
+
+- ``mec/``: product quantization of embedding tables (MEC, plain PQ, RQ/AQ, k-means variants),
+  stage 1 (code learning), stage 2 (the CTR model on codes), losses, diagnostics, byte projection.
+- ``lowrank/``: low-rank factorizations: feature mimicking (``lowrank``), SVD and Tensor-Train
+  baselines, and folding a projection into the first MLP layer.
+- Shared here: ``api`` (the one entry point, ``compress``), ``select`` (target finders),
+  ``calibrate``/``stats`` (output statistics), ``sizes`` (byte accounting).
+
+The package is ``ctrzip.compression`` so that ``ctrzip.compress`` can stay the function.
+Importing it registers every method.
+"""
+
+from ctrzip.compression import lowrank, mec  # noqa: F401  (registers the methods)
+from ctrzip.compression.api import METHODS, CompressionMethod, compress, register_method
+
+__all__ = ["METHODS", "CompressionMethod", "compress", "register_method"]
