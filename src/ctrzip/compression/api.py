@@ -9,7 +9,7 @@ Methods compose by calling ``compress`` again (e.g. MEC embeddings, then low-ran
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypedDict, TypeVar
 
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.models.base import CTRModel
@@ -18,11 +18,43 @@ from ctrzip.registry import Registry
 C = TypeVar("C")
 
 
+class TargetDecision(TypedDict):
+    """What a method did with one target (a table or a Linear), in ``report["targets"]``.
+
+    ``target`` is the module's fqn (``embedding.tables.C1``, ``mlp.net.0``); ``kind`` is
+    ``"table"`` or ``"linear"``; ``action`` is ``"compressed"`` or ``"kept"``; ``reason`` says why
+    a target was kept (e.g. "PQ would not be smaller: 5,120 B >= 4,096 B"); bytes are those of the
+    saved tensors before and after (equal when kept).
+    """
+
+    target: str
+    kind: str
+    action: str
+    reason: str
+    bytes_before: int
+    bytes_after: int
+
+
+class MetricsReport(TypedDict, total=False):
+    """Validation metrics in ``report["metrics"]``: ``before`` compression, ``direct`` (right after
+    the swap, the plug-in model) and ``final`` (after the fine-tune; equal to ``direct`` when the
+    fine-tune did not beat it or did not run). Each is ``{"auc": float, "logloss": float, "n": int}``
+    or None when the method ran without a validation split."""
+
+    before: dict[str, float] | None
+    direct: dict[str, float] | None
+    final: dict[str, float] | None
+
+
 class CompressionMethod(abc.ABC, Generic[C]):
     """Base of a compression method.
 
     ``run`` swaps modules on ``model`` and returns a JSON-able report (sizes, AUCs,
     diagnostics). ``key`` is the registry/CLI name (``mec``, ``lowrank``, ``svd`` ...).
+
+    Every report carries, beside method-specific keys: ``targets`` (a list of
+    :class:`TargetDecision`, one per considered target), ``metrics`` (:class:`MetricsReport`)
+    and ``bytes`` (``{"before": int, "after": int}``, from ``ctrzip.compression.sizes``).
     """
 
     key: ClassVar[str] = ""
