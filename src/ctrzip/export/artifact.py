@@ -30,7 +30,7 @@ from ctrzip.data.schema import FeatureSchema
 from ctrzip.errors import UserError
 from ctrzip.models.base import CTRModel, build_model
 from ctrzip.nn.embedding.base import DenseTable
-from ctrzip.nn.swappable import SWAPPABLE, replace_module
+from ctrzip.nn.swappable import SWAPPABLE, relink_all, replace_module
 
 FORMAT_VERSION = 1
 _FILES = ("model.safetensors", "manifest.json", "schema.json")
@@ -78,6 +78,13 @@ def _state_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
 def save(path: str | Path, model: CTRModel, extra: dict[str, Any] | None = None) -> Path:
     """Write ``model`` to folder ``path`` (created; files replaced atomically one by one)."""
     path = Path(path)
+    try:  # a module reading a table that is gone would save without the tensors it needs
+        relink_all(model)
+    except (TypeError, ValueError) as err:
+        raise ArtifactError(
+            f"cannot save {path}: {err}; replace modules with ctrzip.nn.swappable.replace_module, "
+            "which hands links over"
+        ) from err
     path.mkdir(parents=True, exist_ok=True)
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -149,10 +156,11 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> CTRModel:
             f"{path}/model.safetensors does not match the manifest's model: "
             f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
         )
-    from ctrzip.compression.lowrank.fold import bind_folds
-    from ctrzip.nn.embedding.pq import bind_shared_codes
+    import ctrzip.compression  # noqa: F401  (registers every linked module type, e.g. FoldedLinear)
 
-    bind_folds(model)  # reconnect folded consumers to their low-rank tables (plain Python state)
-    bind_shared_codes(model)  # first-order PQ tables read their field's codes
+    try:  # reconnect folded consumers and shared-code tables (plain Python state)
+        relink_all(model)
+    except (TypeError, ValueError) as err:
+        raise ArtifactError(f"{path}/manifest.json: modules do not fit together: {err}") from err
     model.compression_log = manifest.get("compression_log", [])
     return model.to(device).eval()

@@ -178,7 +178,7 @@ class LowRank(FactorizedMethod[LowRankConfig]):
             new = LowRankTable.from_pca(
                 old.materialize(), res.mean, res.basis[:, :k], _padding_idx(old), cfg.embedding_form
             )
-            model.embedding.tables[name] = new
+            replace_module(model, f"embedding.tables.{name}", new)  # hands over links to the old table
             fields[name] = {**res.energy_report(k), "bytes": {"before": old.nbytes(), "after": new.nbytes()}}
         rep: dict[str, Any] = {"fields": fields}
         if cfg.fold:

@@ -20,6 +20,14 @@ centered form ends up in the "present" column (``W'_f mu_f``), not in the bias, 
 the padding id's contribution exactly zero.
 
 The sink is plain Python state: after loading an artifact, call ``bind_folds(model)``.
+
+Composition. ``FoldedLinear`` is a ``LinkedModule`` (``ctrzip.nn.swappable``): when a method
+replaces a folded table (a second low-rank pass, MEC, TT...), ``replace_module`` first
+*unfolds* that field: its block ``G_f = W'_f A_f`` (``A_f = [U_f | b_f]``) becomes
+``G_f pinv(A_f)``, which gives exactly ``G_f a`` on every reconstruction ``e = A_f a`` of the
+old table, so the consumer keeps its function and now reads the field's ``D`` columns.
+Folding again (``fold_into_consumer`` on a ``FoldedLinear``) folds the newly eligible fields
+and leaves the folded ones as they are.
 """
 
 from __future__ import annotations
@@ -84,26 +92,53 @@ class FoldedLinear(nn.Module):
         self.weight = nn.Parameter(torch.zeros(out_features, width))
         self.bias = nn.Parameter(torch.zeros(out_features))
         self._sink: _CodeSink | None = None
+        self._tables: dict[str, LowRankTable] = {}  # bound tables (plain refs, not submodules)
+
+    def _blocks(self) -> tuple[list[Tensor], Tensor]:
+        """Weight blocks per part (``[o, code_w or width]``, float64) and the extra columns."""
+        w = self.weight.detach().to(torch.float64)
+        blocks, col = [], 0
+        for _, width, code_w in self.parts:
+            blocks.append(w[:, col : col + (code_w or width)])
+            col += code_w or width
+        return blocks, w[:, col:]
 
     @classmethod
-    def fold(cls, linear: nn.Linear, tables: dict[str, LowRankTable], parts: list[list[Any]]) -> FoldedLinear:
-        """Fold ``tables`` (the fields with ``code_width > 0`` in ``parts``) into ``linear``."""
-        mod = cls(linear.in_features, linear.out_features, parts).to(linear.weight.device)
-        w = linear.weight.detach().to(torch.float64)
-        blocks, col = [], 0
-        for name, width, code_w in mod.parts:
-            w_f = w[:, col : col + width]  # [o, D]
-            if code_w:
-                blocks.append(w_f @ tables[name].augmented_basis().detach().to(torch.float64))
-            else:
-                blocks.append(w_f)
-            col += width
-        blocks.append(w[:, col:])
+    def fold(
+        cls, linear: nn.Module, tables: dict[str, LowRankTable], parts: list[list[Any]]
+    ) -> FoldedLinear:
+        """Fold ``tables`` (the fields with ``code_width > 0`` in ``parts``) into ``linear``.
+
+        ``linear`` is an ``nn.Linear`` or a ``FoldedLinear`` over the same fields: fields it
+        already folds keep their block (their table must be the one it is bound to).
+        """
+        weight = linear.weight
+        mod = cls(linear.in_features, linear.out_features, parts).to(weight.device)  # type: ignore[arg-type]
+        if isinstance(linear, FoldedLinear):
+            if [p[:2] for p in linear.parts] != [p[:2] for p in mod.parts]:
+                raise ValueError(f"{linear.parts} and {mod.parts} do not describe the same fields")
+            old_blocks, rest = linear._blocks()
+            done = {name for name, _, c in linear.parts if c}
+        else:
+            w = weight.detach().to(torch.float64)  # type: ignore[union-attr]
+            old_blocks, col = [], 0
+            for _, width, _ in mod.parts:
+                old_blocks.append(w[:, col : col + width])
+                col += width
+            rest, done = w[:, col:], set()
+        blocks = []
+        for (name, _, code_w), w_f in zip(mod.parts, old_blocks, strict=True):
+            if code_w and name not in done:
+                w_f = w_f @ tables[name].augmented_basis().detach().to(torch.float64)
+            elif not code_w and name in done:
+                raise ValueError(f"field {name!r} is folded in {type(linear).__name__}; unfold it first")
+            blocks.append(w_f)
+        blocks.append(rest)
         with torch.no_grad():
             mod.weight.copy_(torch.cat(blocks, dim=1).to(mod.weight.dtype))
             if linear.bias is not None:
-                mod.bias.copy_(linear.bias)
-        return mod.to(linear.weight.dtype)
+                mod.bias.copy_(linear.bias)  # type: ignore[arg-type]
+        return mod.to(weight.dtype)  # type: ignore[arg-type]
 
     def forward(self, x: Tensor) -> Tensor:  # [B, in_features] -> [B, out_features]
         if self._sink is None:
@@ -130,6 +165,62 @@ class FoldedLinear(nn.Module):
     def nbytes(self) -> int:
         return tensor_bytes(self.weight, self.bias)
 
+    # --- LinkedModule (ctrzip.nn.swappable) -------------------------------------------------
+    def linked_sources(self) -> list[str]:
+        return [f"{self.embedding_fqn}.tables.{name}" for name in self.folded_fields()]
+
+    def relink(self, root: nn.Module) -> None:
+        """Give this module and its folded tables one fresh code sink.
+
+        Raises:
+            TypeError: a folded field's table is not a ``LowRankTable`` of the folded rank.
+        """
+        emb = root.get_submodule(self.embedding_fqn)
+        tables = {}
+        for name, _, code_w in self.parts:
+            if not code_w:
+                continue
+            table = emb.tables[name]  # type: ignore[index]
+            if not isinstance(table, LowRankTable) or table.rank + 1 != code_w:
+                raise TypeError(
+                    f"folded field {name!r} holds {type(table).__name__}, not the LowRankTable "
+                    f"of rank {code_w - 1} it was folded with"
+                )
+            tables[name] = table
+        sink = _CodeSink()
+        self._sink, self._tables = sink, tables
+        for name, table in tables.items():
+            table._code_sink, table._code_key = sink, name
+
+    def unlinked(self, source: str) -> nn.Module:
+        """This consumer with the field at ``source`` unfolded (exact; see the module docstring).
+
+        Returns an ``nn.Linear`` when no folded field is left.
+        """
+        name = source.rpartition(".")[2]
+        if name not in self._tables:
+            raise RuntimeError(f"FoldedLinear is not bound to {source!r}; call bind_folds(model) first")
+        table = self._tables[name]
+        table._code_sink = None  # it no longer feeds this consumer
+        blocks, rest = self._blocks()
+        parts = copy.deepcopy(self.parts)
+        for i, (field, _, code_w) in enumerate(parts):
+            if field == name and code_w:
+                a = table.augmented_basis().detach().to(torch.float64)  # [D, k + 1]
+                blocks[i] = blocks[i] @ torch.linalg.pinv(a)  # [o, D]
+                parts[i][2] = 0
+        weight = torch.cat([*blocks, rest], dim=1).to(self.weight.dtype)
+        if any(c for _, _, c in parts):
+            new: nn.Module = FoldedLinear(self.in_features, self.out_features, parts, self.embedding_fqn)
+        else:
+            new = nn.Linear(self.in_features, self.out_features)
+        new = new.to(device=self.weight.device, dtype=self.weight.dtype)
+        with torch.no_grad():
+            new.weight.copy_(weight)
+            new.bias.copy_(self.bias)
+        new.train(self.training)
+        return new
+
     def spec(self) -> dict[str, Any]:
         return {
             "in_features": self.in_features,
@@ -153,17 +244,9 @@ def bind_folds(model: nn.Module) -> int:
     """
     n = 0
     for _, mod in model.named_modules():
-        if not isinstance(mod, FoldedLinear):
-            continue
-        sink = _CodeSink()
-        mod._sink = sink
-        emb = model.get_submodule(mod.embedding_fqn)
-        for name in mod.folded_fields():
-            table = emb.tables[name]  # type: ignore[index]
-            if not isinstance(table, LowRankTable):
-                raise TypeError(f"folded field {name!r} holds {type(table).__name__}, not LowRankTable")
-            table._code_sink, table._code_key = sink, name
-        n += 1
+        if isinstance(mod, FoldedLinear):
+            mod.relink(model)
+            n += 1
     return n
 
 
@@ -172,16 +255,19 @@ def fold_into_consumer(model: nn.Module, consumer_fqn: str) -> dict[str, Any]:
 
     A categorical field is folded when its table is a ``LowRankTable``; a sequence field also
     needs ``padding_idx == 0`` (the id ``FieldEmbedding`` masks when pooling). A
-    ``LowRankLinear`` consumer has its first factor folded. Returns a report; the caller
-    checks parity of logits.
+    ``LowRankLinear`` consumer has its first factor folded. A consumer that is already a
+    ``FoldedLinear`` (an earlier fold) keeps its folded fields and folds the new ones.
+    Returns a report; the caller checks parity of logits.
     """
     emb = model.embedding  # type: ignore[union-attr]
     fqn = consumer_fqn
     consumer = model.get_submodule(fqn)
-    if hasattr(consumer, "down") and isinstance(consumer.down, nn.Linear):  # LowRankLinear
+    if hasattr(consumer, "down") and isinstance(consumer.down, (nn.Linear, FoldedLinear)):  # LowRankLinear
         fqn, consumer = f"{fqn}.down", consumer.down
-    if not isinstance(consumer, nn.Linear):
+    if not isinstance(consumer, (nn.Linear, FoldedLinear)):
         return {"folded": False, "reason": f"{consumer_fqn} is {type(consumer).__name__}, not nn.Linear"}
+    if isinstance(consumer, FoldedLinear) and consumer.embedding_fqn != "embedding":
+        return {"folded": False, "reason": f"{fqn} is folded with {consumer.embedding_fqn!r}"}
     parts, folded = [], {}
     for spec in emb.schema.fields:
         table = emb.tables[spec.name] if spec.is_sparse else None
@@ -194,6 +280,8 @@ def fold_into_consumer(model: nn.Module, consumer_fqn: str) -> dict[str, Any]:
             parts.append([spec.name, emb.dim, 0])
     if not folded:
         return {"folded": False, "reason": "no LowRankTable field to fold"}
+    if isinstance(consumer, FoldedLinear) and consumer.folded_fields() == list(folded):
+        return {"folded": False, "reason": f"{fqn} already folds {list(folded)}"}
     if sum(p[1] for p in parts) > consumer.in_features:
         raise ValueError(
             f"{fqn} has {consumer.in_features} inputs, fewer than the embedding's {emb.output_dim}"

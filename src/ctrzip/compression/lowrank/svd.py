@@ -63,7 +63,7 @@ class SVD(FactorizedMethod[SVDConfig]):
             new = LowRankTable.from_svd(
                 old.materialize(), cfg.embedding_rank, getattr(old, "padding_idx", None)
             )
-            model.embedding.tables[name] = new
+            replace_module(model, f"embedding.tables.{name}", new)  # hands over links to the old table
             fields[name] = {"rank": new.rank, "bytes": {"before": old.nbytes(), "after": new.nbytes()}}
         rep: dict[str, Any] = {"fields": fields}
         if cfg.fold:

@@ -16,6 +16,7 @@ from ctrzip.compression.select import tables
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.models.base import CTRModel
 from ctrzip.nn.embedding.tt import TTTable
+from ctrzip.nn.swappable import replace_module
 
 
 @dataclass
@@ -70,7 +71,7 @@ class TT(FactorizedMethod[TTConfig]):
                 )
                 new = new.to(device=weight.device, dtype=weight.dtype)
             err = float((new.materialize() - weight).norm() / weight.norm().clamp_min(1e-30))
-            model.embedding.tables[name] = new
+            replace_module(model, f"embedding.tables.{name}", new)  # hands over links to the old table
             fields[name] = {
                 "ranks": new.ranks,
                 "relative_error": err,

@@ -31,9 +31,11 @@ from ctrzip.compression.mec.stage2 import (
 from ctrzip.compression.sizes import size_report
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.data.loader import resolve_device
+from ctrzip.errors import CompressionError
 from ctrzip.models.base import CTRModel
 from ctrzip.nn.embedding.base import DenseTable, EmbeddingTable
 from ctrzip.nn.embedding.pq import Layout, PQFit, PQTable, pq_table_bytes
+from ctrzip.nn.swappable import SWAPPABLE, replace_modules
 
 # Ablation presets (spec/MEC.md "Variants"): overrides of CodeLearningConfig.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -135,11 +137,41 @@ class PQConfig(MECConfig):
     )
 
 
-def _swap(fe: Any, name: str, table: EmbeddingTable) -> EmbeddingTable:
-    """``fe.tables[name] = table``; returns the previous table."""
-    old = fe.tables[name]
-    fe.tables[name] = table
-    return old
+def _swap(model: CTRModel, tables: list[tuple[str, EmbeddingTable]]) -> list[tuple[str, EmbeddingTable]]:
+    """Put ``(fqn, table)`` pairs into ``model`` together; returns the previous ones.
+
+    One ``replace_modules`` call, so a field's table and the first-order table sharing its
+    codes are swapped as a unit, and links of other modules to them are handed over.
+    """
+    old = replace_modules(model, dict(tables))
+    return [(fqn, old[fqn]) for fqn, _ in tables]  # type: ignore[misc]
+
+
+def check_composable(model: CTRModel, cfg: MECConfig) -> None:
+    """Refuse, before touching the model, what MEC cannot do on an already-compressed model.
+
+    Raises:
+        CompressionError: a field listed in ``fields`` is already product-quantized, or the
+            ``retrain`` protocol (which rebuilds the network from scratch) meets a network
+            module that an earlier compression replaced.
+    """
+    if cfg.fields is not None:
+        for name in cfg.fields:
+            table = model.embedding.tables[name] if name in model.embedding.tables else None
+            if isinstance(table, PQTable):
+                raise CompressionError(
+                    f"fields: {name!r} is already product-quantized ({type(table).__name__}, "
+                    f"M={table.num_subspaces}, K={table.codebook_size}); quantizing codes again is "
+                    "not supported: leave it out of fields or compress the dense model"
+                )
+    if cfg.protocol == "retrain":
+        for fqn, mod in model.named_modules():
+            if type(mod).__name__ in SWAPPABLE and not isinstance(mod, EmbeddingTable):
+                raise CompressionError(
+                    f"protocol: 'retrain' rebuilds the network from scratch, but {fqn} was "
+                    f"replaced by an earlier compression ({type(mod).__name__}); use "
+                    "protocol 'finetune' or 'none', or run MEC first"
+                )
 
 
 def dense_reason(v: int, d: int, m: int, k: int, layout: Layout, min_vocab: int) -> str | None:
@@ -191,23 +223,22 @@ class MEC(CompressionMethod[MECConfig]):
         def score() -> dict[str, float]:
             return evaluate(model, data["valid"], batch_size=cfg.eval_batch_size, device=dev)
 
+        check_composable(model, cfg)
         chosen, skipped = select_fields(model, cfg)
         report: dict[str, Any] = {"fields": {}, "skipped": skipped, "protocol": cfg.protocol}
         report["sizes_before"] = model_bytes(model)
         report["base"] = score()
         lr_tables = first_order_embeddings(model)
-        swaps: list[tuple[Any, str, EmbeddingTable]] = []
+        swaps: list[tuple[str, EmbeddingTable]] = []
         for name in chosen:
             field_report, new = self._quantize_field(model, name, data, lr_tables, dev)
             if cfg.plugin_per_field:  # this field alone on codes
-                old = [_swap(fe, n, t) for fe, n, t in new]
+                old = _swap(model, new)
                 field_report["plugin"] = score()
-                for (fe, n, _), t in zip(new, old, strict=True):
-                    _swap(fe, n, t)
+                _swap(model, old)
             report["fields"][name] = field_report
             swaps.extend(new)
-        for fe, n, t in swaps:
-            _swap(fe, n, t)
+        _swap(model, swaps)
         report["plugin"] = score()
         if cfg.protocol != "none" and chosen:
             stage = cfg.finetune if cfg.protocol == "finetune" else cfg.retrain
@@ -231,12 +262,13 @@ class MEC(CompressionMethod[MECConfig]):
         data: EncodedDataset,
         lr_tables: dict[str, Any],
         dev: torch.device,
-    ) -> tuple[dict[str, Any], list[tuple[Any, str, EmbeddingTable]]]:
+    ) -> tuple[dict[str, Any], list[tuple[str, EmbeddingTable]]]:
         """Stage 1 on the real ids of one field; returns its report and the tables to swap in
-        as ``(field_embedding, field, table)``."""
+        as ``(fqn, table)``."""
         from ctrzip.train import evaluate
 
         cfg = self.config
+        fqn = f"embedding.tables.{name}"
         table: EmbeddingTable = model.embedding.tables[name]  # type: ignore[assignment]
         v = table.num_embeddings
         weight = table.materialize().to(dev)
@@ -249,11 +281,11 @@ class MEC(CompressionMethod[MECConfig]):
                 """Valid AUC with this field's rows decoded (first-order weights still dense)."""
                 trial = weight.clone()
                 trial[1 : v - 1] = decoded
-                old = _swap(model.embedding, name, DenseTable.from_tensor(trial).to(dev))
+                old = _swap(model, [(fqn, DenseTable.from_tensor(trial).to(dev))])
                 try:
                     return evaluate(model, data["valid"], batch_size=cfg.eval_batch_size, device=dev)["auc"]
                 finally:
-                    _swap(model.embedding, name, old)
+                    _swap(model, old)
 
         res: CodeLearningResult = fit_codes(
             weight[1 : v - 1],
@@ -267,15 +299,13 @@ class MEC(CompressionMethod[MECConfig]):
         codes = torch.zeros(v, cfg.num_subspaces, dtype=torch.long, device=dev)
         codes[1 : v - 1] = res.codes
         pq = PQTable.from_dense(table, PQFit(codes, res.codebooks, res.layout, res.bias)).to(dev)
-        new: list[tuple[Any, str, EmbeddingTable]] = [(model.embedding, name, pq)]
+        new: list[tuple[str, EmbeddingTable]] = [(fqn, pq)]
         first_order = "none"
-        for fe in lr_tables.values():
+        for fe_fqn, fe in lr_tables.items():
             if name in fe.tables:
                 if cfg.first_order == "codes":
                     w = popularity_weights(counts, cfg.code_learning.weighting).to(dev)
-                    new.append(
-                        (fe, name, first_order_table(fe.tables[name], pq, w, f"embedding.tables.{name}"))
-                    )
+                    new.append((f"{fe_fqn}.tables.{name}", first_order_table(fe.tables[name], pq, w, fqn)))
                 first_order = cfg.first_order
         diag = code_diagnostics(res.codes, counts, cfg.codebook_size, cfg.head_frac, cfg.tail_frac)
         err = (res.decoded - weight[1 : v - 1].float()).pow(2).sum() / weight[1 : v - 1].float().pow(2).sum()

@@ -51,7 +51,9 @@ class DenseTable(EmbeddingTable):
         num_embeddings: rows (vocab size incl. padding and OOV).
         embedding_dim: D.
         init_std: normal init std (FuxiCTR's default 1e-4 keeps early logits near 0).
-        padding_idx: row kept at zero with no gradient (0 = missing, as in the id layout).
+        padding_idx: id that always maps to an exact zero vector (0 = missing, as in the id
+            layout): its row gets no gradient and lookups of it are masked, so a row set by
+            ``from_tensor``, a loaded state or an in-place edit never leaks.
     """
 
     def __init__(
@@ -70,15 +72,25 @@ class DenseTable(EmbeddingTable):
     @classmethod
     def from_tensor(cls, weight: Tensor, padding_idx: int | None = 0) -> DenseTable:
         table = cls(weight.shape[0], weight.shape[1], padding_idx=padding_idx)
+        table = table.to(device=weight.device)
         with torch.no_grad():
             table.weight.copy_(weight)
+            if padding_idx is not None:
+                table.weight[padding_idx].zero_()
         return table
 
     def forward(self, ids: Tensor) -> Tensor:
-        return nn.functional.embedding(ids, self.weight, padding_idx=self.padding_idx)
+        out = nn.functional.embedding(ids, self.weight, padding_idx=self.padding_idx)
+        if self.padding_idx is None:
+            return out
+        return out.masked_fill((ids == self.padding_idx).unsqueeze(-1), 0.0)
 
     def materialize(self) -> Tensor:
-        return self.weight.detach()
+        w = self.weight.detach()
+        if self.padding_idx is not None and bool(w[self.padding_idx].any()):
+            w = w.clone()  # only when the stored row was edited: the table's value there is 0
+            w[self.padding_idx] = 0
+        return w
 
     def nbytes(self) -> int:
         return tensor_bytes(self.weight)

@@ -3,9 +3,11 @@
 Yu et al., KDD 2024, eqs. 6-12: with the field's top-k eigenvectors ``U`` (``D x k``) and
 mean ``mu``, rows are stored as ``(x - mu) U`` and rebuilt as ``e = U e' + mu`` (centered,
 default) or stored as ``x U`` and rebuilt with bias ``(I - U U^T) mu`` (the paper's form).
-The padding id keeps its exact zero vector: its stored row is zero and the bias is gated
-by ``id != padding_idx``, so ``e = [U | bias] @ [e'; present]`` is linear in the
-"augmented code" ``[e'; present]``. Folding into a consumer Linear relies on that.
+The padding id keeps its exact zero vector whatever training does to the stored row: its
+augmented code ``[e'; present]`` is masked to zero (and gets no gradient), so
+``e = [U | bias] @ [e'; present]`` is zero there and linear in the augmented code
+elsewhere. Folding into a consumer Linear relies on that (a pooled sequence field sums
+augmented codes).
 """
 
 from __future__ import annotations
@@ -123,13 +125,13 @@ class LowRankTable(EmbeddingTable):
 
     # --- EmbeddingTable -------------------------------------------------------------
     def augmented_codes(self, ids: Tensor) -> Tensor:
-        """``[..., k + 1]``: the stored code and a 1/0 "present" flag (0 at the padding id)."""
-        codes = nn.functional.embedding(ids, self.weight)
+        """``[..., k + 1]``: the stored code and a 1/0 "present" flag; all zeros at the padding id
+        (masked, so a trained or edited padding row never leaks and gets no gradient)."""
+        codes = nn.functional.embedding(ids, self.weight, padding_idx=self.padding_idx)
         if self.padding_idx is None:
-            present = torch.ones_like(codes[..., :1])
-        else:
-            present = (ids != self.padding_idx).unsqueeze(-1).to(codes.dtype)
-        return torch.cat([codes, present], dim=-1)
+            return torch.cat([codes, torch.ones_like(codes[..., :1])], dim=-1)
+        present = (ids != self.padding_idx).unsqueeze(-1).to(codes.dtype)
+        return torch.cat([codes * present, present], dim=-1)
 
     def augmented_basis(self) -> Tensor:
         """``[D, k + 1]`` = ``[basis | bias]`` so that ``e = augmented_basis @ augmented_code``."""

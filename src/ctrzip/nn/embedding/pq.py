@@ -338,6 +338,39 @@ class SharedCodesPQTable(PQTable):
         table._set_floats(codebooks, bias, dense_rows)
         return table
 
+    # --- LinkedModule (ctrzip.nn.swappable) -------------------------------------------------
+    def linked_sources(self) -> list[str]:
+        return [self.code_source]
+
+    def relink(self, root: nn.Module) -> None:
+        """Bind to the table at ``code_source`` in ``root``.
+
+        Raises:
+            ValueError: no module at ``code_source``.
+            TypeError / ValueError: it is not an owning ``PQTable`` of the same V, M, K.
+        """
+        try:
+            source = root.get_submodule(self.code_source)
+        except AttributeError as err:
+            raise ValueError(f"code source {self.code_source!r} is not in the model") from err
+        self.bind(source)  # type: ignore[arg-type]
+
+    def unlinked(self, source: str) -> PQTable:
+        """The same table with its own copy of the codes (the source is being replaced).
+
+        Why: the codes now have no other owner, so storing them here costs nothing extra;
+        predictions stay identical.
+        """
+        if self._source is None:
+            raise RuntimeError(f"SharedCodesPQTable is not bound to {self.code_source!r}")
+        spec = {k: v for k, v in self.spec().items() if k != "code_source"}
+        own = PQTable(**spec).to(device=self.codebooks.device, dtype=self.codebooks.dtype)
+        with torch.no_grad():
+            own.codes.copy_(self.codes)
+        own._set_floats(self.codebooks, self.bias, self.dense_rows)
+        own.train(self.training)
+        return own
+
     def code_nbytes(self) -> int:
         return 0  # counted once, in the source table
 
@@ -356,10 +389,6 @@ def bind_shared_codes(model: nn.Module) -> int:
     n = 0
     for table in model.modules():
         if isinstance(table, SharedCodesPQTable):
-            try:
-                source = model.get_submodule(table.code_source)
-            except AttributeError as err:
-                raise ValueError(f"code source {table.code_source!r} is not in the model") from err
-            table.bind(source)  # type: ignore[arg-type]
+            table.relink(model)
             n += 1
     return n
