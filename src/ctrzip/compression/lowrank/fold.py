@@ -104,9 +104,7 @@ class FoldedLinear(nn.Module):
         return blocks, w[:, col:]
 
     @classmethod
-    def fold(
-        cls, linear: nn.Module, tables: dict[str, LowRankTable], parts: list[list[Any]]
-    ) -> FoldedLinear:
+    def fold(cls, linear: nn.Module, tables: dict[str, LowRankTable], parts: list[list[Any]]) -> FoldedLinear:
         """Fold ``tables`` (the fields with ``code_width > 0`` in ``parts``) into ``linear``.
 
         ``linear`` is an ``nn.Linear`` or a ``FoldedLinear`` over the same fields: fields it

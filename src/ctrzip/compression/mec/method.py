@@ -157,7 +157,7 @@ def check_composable(model: CTRModel, cfg: MECConfig) -> None:
     """
     if cfg.fields is not None:
         for name in cfg.fields:
-            table = model.embedding.tables[name] if name in model.embedding.tables else None
+            table = dict(model.embedding.tables.items()).get(name)
             if isinstance(table, PQTable):
                 raise CompressionError(
                     f"fields: {name!r} is already product-quantized ({type(table).__name__}, "

@@ -2,8 +2,9 @@
 run the ``finetune`` or ``retrain`` protocol, and account for bytes.
 
 Tables are swapped with ``ctrzip.nn.swappable.replace_modules`` (a field's PQ table and the
-first-order table on its codes together); models are never copied or subclassed. First-order (LR) tables are found by walking for ``FieldEmbedding`` modules
-other than ``model.embedding`` (e.g. ``model.first_order.embedding``).
+first-order table on its codes together); models are never copied or subclassed.
+First-order (LR) tables are found by walking for ``FieldEmbedding`` modules other than
+``model.embedding`` (e.g. ``model.first_order.embedding``).
 """
 
 from __future__ import annotations
