@@ -51,11 +51,13 @@ def _sha256(path: Path) -> str:
 def swapped_modules(model: nn.Module) -> dict[str, dict[str, Any]]:
     """{fqn: {"type", "spec"}} for every swappable module that is not a default DenseTable.
 
-    Modules nested inside a recorded module are rebuilt by their parent, so they are skipped.
+    Parents come before their children (``named_modules`` order), so a swapped module nested
+    in another one (a ``FoldedLinear`` as a ``LowRankLinear``'s first factor, after two
+    compressions) is replayed after its parent's ``empty()`` built the default child.
     """
     out: dict[str, dict[str, Any]] = {}
     for fqn, mod in model.named_modules():
-        if not fqn or any(fqn.startswith(p + ".") for p in out):
+        if not fqn:
             continue
         name = type(mod).__name__
         if name not in SWAPPABLE or type(mod) is DenseTable:

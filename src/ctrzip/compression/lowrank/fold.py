@@ -75,10 +75,16 @@ class FoldedLinear(nn.Module):
         parts: per field in the consumer's column order, ``[field, width_in_input, code_width]``
             with ``code_width = k + 1`` for folded fields and 0 for pass-through ones.
         embedding_fqn: where the ``FieldEmbedding`` holding the folded tables lives.
+        bias: whether the replaced Linear had a bias (a ``LowRankLinear``'s first factor may not).
     """
 
     def __init__(
-        self, in_features: int, out_features: int, parts: list[list[Any]], embedding_fqn: str = "embedding"
+        self,
+        in_features: int,
+        out_features: int,
+        parts: list[list[Any]],
+        embedding_fqn: str = "embedding",
+        bias: bool = True,
     ) -> None:
         super().__init__()
         self.in_features = in_features
@@ -90,7 +96,7 @@ class FoldedLinear(nn.Module):
             raise ValueError(f"parts cover {self.field_width} columns, input has {in_features}")
         width = sum(c or w for _, w, c in self.parts) + in_features - self.field_width
         self.weight = nn.Parameter(torch.zeros(out_features, width))
-        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self._sink: _CodeSink | None = None
         self._tables: dict[str, LowRankTable] = {}  # bound tables (plain refs, not submodules)
 
@@ -111,7 +117,8 @@ class FoldedLinear(nn.Module):
         already folds keep their block (their table must be the one it is bound to).
         """
         weight = linear.weight
-        mod = cls(linear.in_features, linear.out_features, parts).to(weight.device)  # type: ignore[arg-type]
+        has_bias = linear.bias is not None
+        mod = cls(linear.in_features, linear.out_features, parts, bias=has_bias).to(weight.device)  # type: ignore[arg-type]
         if isinstance(linear, FoldedLinear):
             if [p[:2] for p in linear.parts] != [p[:2] for p in mod.parts]:
                 raise ValueError(f"{linear.parts} and {mod.parts} do not describe the same fields")
@@ -134,7 +141,7 @@ class FoldedLinear(nn.Module):
         blocks.append(rest)
         with torch.no_grad():
             mod.weight.copy_(torch.cat(blocks, dim=1).to(mod.weight.dtype))
-            if linear.bias is not None:
+            if mod.bias is not None:
                 mod.bias.copy_(linear.bias)  # type: ignore[arg-type]
         return mod.to(weight.dtype)  # type: ignore[arg-type]
 
@@ -161,7 +168,7 @@ class FoldedLinear(nn.Module):
         return [name for name, _, c in self.parts if c]
 
     def nbytes(self) -> int:
-        return tensor_bytes(self.weight, self.bias)
+        return tensor_bytes(*self.parameters())
 
     # --- LinkedModule (ctrzip.nn.swappable) -------------------------------------------------
     def linked_sources(self) -> list[str]:
@@ -208,14 +215,20 @@ class FoldedLinear(nn.Module):
                 blocks[i] = blocks[i] @ torch.linalg.pinv(a)  # [o, D]
                 parts[i][2] = 0
         weight = torch.cat([*blocks, rest], dim=1).to(self.weight.dtype)
+        bias = self.bias is not None
         if any(c for _, _, c in parts):
-            new: nn.Module = FoldedLinear(self.in_features, self.out_features, parts, self.embedding_fqn)
+            new: nn.Module = FoldedLinear(
+                self.in_features, self.out_features, parts, self.embedding_fqn, bias
+            )
+            new._sink = self._sink  # the other folded tables keep feeding it
+            new._tables = {f: t for f, t in self._tables.items() if f != name}
         else:
-            new = nn.Linear(self.in_features, self.out_features)
+            new = nn.Linear(self.in_features, self.out_features, bias=bias)
         new = new.to(device=self.weight.device, dtype=self.weight.dtype)
         with torch.no_grad():
             new.weight.copy_(weight)
-            new.bias.copy_(self.bias)
+            if self.bias is not None:
+                new.bias.copy_(self.bias)
         new.train(self.training)
         return new
 
@@ -225,6 +238,7 @@ class FoldedLinear(nn.Module):
             "out_features": self.out_features,
             "parts": copy.deepcopy(self.parts),
             "embedding_fqn": self.embedding_fqn,
+            "bias": self.bias is not None,
         }
 
     @classmethod
