@@ -30,7 +30,7 @@ from ctrzip.data.schema import FeatureSchema
 from ctrzip.errors import UserError
 from ctrzip.models.base import CTRModel, build_model
 from ctrzip.nn.embedding.base import DenseTable
-from ctrzip.nn.swappable import SWAPPABLE, relink_all, replace_module
+from ctrzip.nn.swappable import SWAPPABLE, put_module, relink_all
 
 FORMAT_VERSION = 1
 _FILES = ("model.safetensors", "manifest.json", "schema.json")
@@ -150,7 +150,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> CTRModel:
     model = build_model(manifest["model"], schema, manifest["config"])
     for fqn, entry in manifest["modules"].items():
         cls = SWAPPABLE.get(entry["type"])
-        replace_module(model, fqn, cls.empty(**entry["spec"]))  # type: ignore[attr-defined]
+        put_module(model, fqn, cls.empty(**entry["spec"]))  # type: ignore[attr-defined]  # links: below
     state = load_file(str(path / "model.safetensors"))
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
@@ -158,8 +158,6 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> CTRModel:
             f"{path}/model.safetensors does not match the manifest's model: "
             f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
         )
-    import ctrzip.compression  # noqa: F401  (registers every linked module type, e.g. FoldedLinear)
-
     try:  # reconnect folded consumers and shared-code tables (plain Python state)
         relink_all(model)
     except (TypeError, ValueError) as err:

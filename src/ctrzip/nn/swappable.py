@@ -63,7 +63,12 @@ def _within(fqn: str, prefixes: Mapping[str, Any] | list[str]) -> str | None:
     return None
 
 
-def _set(root: nn.Module, fqn: str, new: nn.Module) -> nn.Module:
+def put_module(root: nn.Module, fqn: str, new: nn.Module) -> nn.Module:
+    """Set ``root.<fqn> = new`` and nothing else; returns the old module.
+
+    For rebuilding a saved model (``export.load`` replays the manifest, then calls
+    ``relink_all`` once). To swap a module of a live model use ``replace_module``.
+    """
     parent_name, _, child = fqn.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
     old = parent.get_submodule(child)
@@ -92,8 +97,8 @@ def replace_modules(root: nn.Module, new: Mapping[str, nn.Module]) -> dict[str, 
             if _within(source, new) and isinstance(current, LinkedModule):
                 current = current.unlinked(source)
         if current is not mod:
-            _set(root, fqn, current)
-    old = {fqn: _set(root, fqn, mod) for fqn, mod in new.items()}
+            put_module(root, fqn, current)
+    old = {fqn: put_module(root, fqn, mod) for fqn, mod in new.items()}
     relink_all(root)
     return old
 

@@ -29,7 +29,8 @@ class FieldEmbedding(nn.Module):
     Sparse fields look up their ``EmbeddingTable`` (sequences are mean-pooled over
     non-padding ids); dense fields are scaled vectors. Tables live in ``self.tables``
     (a ModuleDict keyed by field name) so a compression method swaps one with
-    ``fe.tables[name] = PQTable.from_dense(...)`` and the model never changes.
+    ``replace_module(model, "embedding.tables.<name>", PQTable.from_dense(...))`` (which
+    hands over links other modules hold to the old table) and the model never changes.
 
     Args:
         schema: the data contract.
@@ -96,7 +97,9 @@ class FieldEmbedding(nn.Module):
         return out.flatten(1) if flatten else out
 
     def map_tables(self, fn: Callable[[str, EmbeddingTable], EmbeddingTable]) -> None:
-        """Replace each table by ``fn(name, table)``."""
+        """Replace each table by ``fn(name, table)`` (for building a model: links other modules
+        hold to these tables are not handed over; on a compressed model use
+        ``ctrzip.nn.swappable.replace_module``)."""
         for name in list(self.tables):
             self.tables[name] = fn(name, self.tables[name])  # type: ignore[arg-type]
 
