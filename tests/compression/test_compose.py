@@ -318,3 +318,22 @@ def test_fold_into_factorized_consumer_then_replace_the_table(bias_form, data, t
     assert (down.bias is None) == (bias_form == "paper")
     torch.testing.assert_close(_logits(model).double(), before, atol=1e-4, rtol=0)
     assert_round_trip(model, tmp_path / "tt")
+
+
+def test_load_refuses_an_artifact_whose_links_do_not_resolve(data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import hashlib
+    import json
+
+    from ctrzip.export import ArtifactError
+
+    model = compress(_model(), METHOD_CONFIGS["mec"](), data)
+    path = save(tmp_path / "a", model)
+    man = json.loads((path / "manifest.json").read_text())
+    man["modules"]["first_order.embedding.tables.big"]["spec"]["code_source"] = "embedding.tables.small"
+    (path / "manifest.json").write_text(json.dumps(man))
+    sums = json.loads((path / "checksums.json").read_text())
+    sums["manifest.json"] = hashlib.sha256((path / "manifest.json").read_bytes()).hexdigest()
+    (path / "checksums.json").write_text(json.dumps(sums))
+    bad = r"manifest\.json: modules do not fit together: 'embedding\.tables\.small' is not a PQTable"
+    with pytest.raises(ArtifactError, match=bad):
+        load(path)

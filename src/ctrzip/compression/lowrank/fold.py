@@ -124,6 +124,9 @@ class FoldedLinear(nn.Module):
                 raise ValueError(f"{linear.parts} and {mod.parts} do not describe the same fields")
             old_blocks, rest = linear._blocks()
             done = {name for name, _, c in linear.parts if c}
+            stale = [n for n in done if n in tables and linear._tables.get(n) is not tables[n]]
+            if stale:
+                raise ValueError(f"fields {stale} hold other tables than the ones folded; unfold them first")
         else:
             w = weight.detach().to(torch.float64)  # type: ignore[union-attr]
             old_blocks, col = [], 0

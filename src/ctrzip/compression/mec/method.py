@@ -217,13 +217,13 @@ class MEC(CompressionMethod[MECConfig]):
         if data is None:
             raise ValueError("MEC needs data: training counts, a train split and a valid split")
         cfg = self.config
+        check_composable(model, cfg)
         dev = resolve_device(cfg.device)
         model.to(dev)
 
         def score() -> dict[str, float]:
             return evaluate(model, data["valid"], batch_size=cfg.eval_batch_size, device=dev)
 
-        check_composable(model, cfg)
         chosen, skipped = select_fields(model, cfg)
         report: dict[str, Any] = {"fields": {}, "skipped": skipped, "protocol": cfg.protocol}
         report["sizes_before"] = model_bytes(model)
