@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import ctrzip
-from ctrzip.compression.quantize import FP16Config, Int2Config, Int4Config, Int8Config, RowwiseConfig
 from ctrzip.compression.lowrank.factorized import probe_batch
+from ctrzip.compression.quantize import FP16Config, Int2Config, Int4Config, Int8Config, RowwiseConfig
 from ctrzip.compression.sizes import size_report
 from ctrzip.errors import CompressionError
 from ctrzip.models.base import build_model
