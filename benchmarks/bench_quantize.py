@@ -1,0 +1,144 @@
+"""AUC cost, bytes and CPU inference speed of post-training quantization, per model.
+
+For each model and seed: train the dense model on criteo-like data (cached demo data by
+default), then apply, each to a fresh copy, row-wise fp16/int8/int4/int2 tables, int8
+weight-only Linear layers, and int4 rows + int8 Linear layers together. No fine-tune: the
+numbers are the plug-in cost (PROTOCOL.md: every variant starts from the same trained model,
+so the dense control needs no extra training). Inference is timed in interleaved rounds
+(ratio to dense per round, then the median), batch 10k, fixed threads.
+
+    python benchmarks/bench_quantize.py --models deepfm pnn dcnv2 gdcn --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ctrzip.bench.timing import time_forward
+from ctrzip.compression import compress
+from ctrzip.compression.quantize import FP16Config, Int2Config, Int4Config, Int8Config, LinearInt8Config
+from ctrzip.compression.sizes import size_report
+from ctrzip.data.dataset import EncodedDataset
+from ctrzip.data.loader import BatchLoader
+from ctrzip.models.base import build_model
+from ctrzip.train.trainer import TrainConfig, Trainer, evaluate
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, run_meta  # noqa: E402
+
+VARIANTS: dict[str, list[Any]] = {
+    "fp16 rows": [FP16Config(eval_split=None)],
+    "int8 rows": [Int8Config(eval_split=None)],
+    "int4 rows": [Int4Config(eval_split=None)],
+    "int2 rows": [Int2Config(eval_split=None)],
+    "int8 linear": [LinearInt8Config(eval_split=None)],
+    "int4 rows + int8 linear": [Int4Config(eval_split=None), LinearInt8Config(eval_split=None)],
+}
+
+
+def train(name: str, data: EncodedDataset, seed: int, args: argparse.Namespace) -> Any:
+    torch.manual_seed(seed)
+    params = {"embedding_dim": args.dim, "mlp": [int(x) for x in args.mlp.split(",")]}
+    model = build_model(name, data.schema, params)
+    cfg = TrainConfig(epochs=args.epochs, lr=1e-3, batch_size=4096, seed=seed, device="cpu", progress=False)
+    Trainer(cfg).fit(model, data["train"], data["valid"])
+    return model.eval()
+
+
+def metrics(model: Any, data: EncodedDataset) -> dict[str, float]:
+    out = {}
+    for split in ("valid", "test"):
+        m = evaluate(model, data[split], batch_size=20_000, device="cpu")
+        out[f"{split}_auc"], out[f"{split}_logloss"] = m["auc"], m["logloss"]
+    return out
+
+
+def speed_ratios(models: dict[str, Any], data: EncodedDataset, args: argparse.Namespace) -> dict[str, float]:
+    batches = list(BatchLoader(data["test"], batch_size=10_000))[:2]
+    ratios: dict[str, list[float]] = {k: [] for k in models}
+    for _ in range(args.rounds):
+        now = {
+            k: time_forward(m, batches, warmup=1, repeats=2, threads=args.threads, device="cpu")[
+                "samples_per_s"
+            ]
+            for k, m in models.items()
+        }
+        for k in models:
+            ratios[k].append(now[k] / now["dense"])
+    return {k: statistics.median(v) for k, v in ratios.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=None, help="encoded dataset (default: demo data)")
+    ap.add_argument("--rows", type=int, default=400_000, help="demo rows when --data is not given")
+    ap.add_argument("--models", nargs="+", default=["deepfm", "pnn", "dcnv2", "gdcn"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--dim", type=int, default=16)
+    ap.add_argument("--mlp", default="400,400,400")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    if args.data is None:
+        from ctrzip.cli.demo import prepare_demo_data
+
+        args.data = prepare_demo_data(args.rows, 0, progress=False)
+    data = EncodedDataset.open(args.data)
+    meta = run_meta(args)
+    out = args.out or RESULTS / f"quantize_{meta['machine_tag']}.jsonl"
+    head = ("model", "seed", "variant", "MB", "ratio", "d test AUC", "x speed")
+    print("{:8s} {:>4s} {:24s} {:>8s} {:>6s} {:>10s} {:>7s}".format(*head))
+    for name in args.models:
+        for seed in args.seeds:
+            t0 = time.perf_counter()
+            dense = train(name, data, seed, args)
+            train_s = time.perf_counter() - t0
+            models = {"dense": dense}
+            for label, configs in VARIANTS.items():
+                m = copy.deepcopy(dense)
+                for cfg in configs:
+                    compress(m, cfg, data)
+                models[label] = m.eval()
+            speed = speed_ratios(models, data, args)
+            base = metrics(dense, data)
+            base_bytes = size_report(dense)["total"]["bytes"]
+            for label, m in models.items():
+                met = metrics(m, data) if label != "dense" else base
+                sizes = size_report(m)
+                rec = {
+                    **meta,
+                    "model": name,
+                    "seed": seed,
+                    "variant": label,
+                    "bytes": sizes["total"]["bytes"],
+                    "bytes_by_component": {k: v["bytes"] for k, v in sizes["components"].items()},
+                    "ratio": base_bytes / sizes["total"]["bytes"],
+                    **met,
+                    "delta_test_auc": met["test_auc"] - base["test_auc"],
+                    "delta_valid_auc": met["valid_auc"] - base["valid_auc"],
+                    "speed_vs_dense": speed[label],
+                    "train_seconds": train_s,
+                    "train_rows": len(data["train"].label),
+                }
+                with out.open("a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                print(
+                    f"{name:8s} {seed:4d} {label:24s} {rec['bytes'] / 2**20:8.3f} {rec['ratio']:6.2f} "
+                    f"{rec['delta_test_auc']:+10.4f} {rec['speed_vs_dense']:7.2f}"
+                )
+    print(f"appended to {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""Row-wise quantization as a compression method (``rowwise``, ``fp16``, ``int8``, ``int4``, ``int2``).
+
+Post-training, data-free apart from the validation pass that reports AUC: every selected
+float table (and, by default, the first-order tables of LR-style parts) becomes a
+``RowwiseQuantTable``. A table whose quantized form would not be smaller (e.g. int8 rows of
+a 1-wide first-order table: 9 B > 4 B per row) stays as it is and the report says why.
+FBGEMM / TorchRec ship the same format; Guan et al. (2019) report int4 rows at neutral quality.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from ctrzip.compression.api import CompressionMethod, MetricsReport, TargetDecision, register_method
+from ctrzip.compression.select import tables
+from ctrzip.compression.sizes import size_report
+from ctrzip.data.dataset import EncodedDataset
+from ctrzip.data.loader import resolve_device
+from ctrzip.errors import CompressionError
+from ctrzip.models.base import CTRModel
+from ctrzip.nn.embedding.base import DenseTable
+from ctrzip.nn.embedding.field import FieldEmbedding
+from ctrzip.nn.embedding.rowwise import BITS, RowwiseQuantTable, row_bytes
+
+
+@dataclass
+class RowwiseConfig:
+    """Row-wise quantized embedding rows.
+
+    Args:
+        bits: 16 (fp16), 8, 4 or 2 bits per stored value; int rows add a per-row scale and
+            bias (8 B for int8, 4 B for int4/int2).
+        fields: field-name globs (None = every sparse field); a listed field that cannot shrink
+            is an error, an unlisted one is kept with a reason.
+        first_order: also quantize first-order (dimension-1) tables of LR-style parts.
+        optimized_qparams: int4/int2 only: search each row's range for the least squared
+            error (PyTorch's prepack option, ~15 us per row) instead of min/max.
+        eval_split: split whose metrics are reported before and after (None: no evaluation).
+        batch_size: rows per evaluation forward.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        version: config schema version.
+
+    Raises:
+        CompressionError: ``bits`` not in (16, 8, 4, 2), or a preset's bits overridden.
+    """
+
+    bits: int = 8
+    fields: tuple[str, ...] | None = None
+    first_order: bool = True
+    optimized_qparams: bool = True
+    eval_split: str | None = "valid"
+    batch_size: int = 8192
+    device: str = "auto"
+    version: int = 1
+
+    preset_bits: ClassVar[int | None] = None
+
+    def __post_init__(self) -> None:
+        if self.bits not in BITS:
+            raise CompressionError(f"rowwise: bits must be one of {BITS}, got {self.bits}")
+        if self.preset_bits is not None and self.bits != self.preset_bits:
+            raise CompressionError(
+                f"{type(self).__name__} fixes bits={self.preset_bits}; "
+                f"use method 'rowwise' with bits={self.bits} instead"
+            )
+        if self.batch_size < 1:
+            raise CompressionError(f"rowwise: batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class FP16Config(RowwiseConfig):
+    """fp16 rows (2 B per value, no scale or bias)."""
+
+    bits: int = 16
+    preset_bits: ClassVar[int | None] = 16
+
+
+@dataclass
+class Int8Config(RowwiseConfig):
+    """int8 rows with a float32 scale and bias per row."""
+
+    bits: int = 8
+    preset_bits: ClassVar[int | None] = 8
+
+
+@dataclass
+class Int4Config(RowwiseConfig):
+    """int4 rows with a float16 scale and bias per row."""
+
+    bits: int = 4
+    preset_bits: ClassVar[int | None] = 4
+
+
+@dataclass
+class Int2Config(RowwiseConfig):
+    """int2 rows with a float16 scale and bias per row."""
+
+    bits: int = 2
+    preset_bits: ClassVar[int | None] = 2
+
+
+def _targets(model: CTRModel, cfg: RowwiseConfig) -> list[tuple[str, FieldEmbedding, str, bool]]:
+    """``(fqn, field_embedding, field, listed)`` for every table the config asks about."""
+    out = [
+        (f"embedding.tables.{n}", model.embedding, n, cfg.fields is not None)
+        for n in tables(model, cfg.fields)
+    ]
+    if cfg.first_order:
+        for prefix, fe in model.named_modules():
+            if isinstance(fe, FieldEmbedding) and fe is not model.embedding and fe.dim == 1:
+                names = list(fe.tables) if cfg.fields is None else list(tables(model, cfg.fields))
+                out += [(f"{prefix}.tables.{n}", fe, n, False) for n in names if n in fe.tables]
+    return out
+
+
+class _Rowwise(CompressionMethod[RowwiseConfig]):
+    """Swap float tables for ``RowwiseQuantTable``; no training."""
+
+    def run(self, model: CTRModel, data: EncodedDataset | None) -> dict[str, Any]:
+        from ctrzip.train import evaluate
+
+        cfg = self.config
+        dev = resolve_device(cfg.device)
+        model.to(dev)
+        plan: list[tuple[str, FieldEmbedding, str]] = []
+        decisions: list[TargetDecision] = []
+        for fqn, fe, name, listed in _targets(model, cfg):
+            old = fe.tables[name]
+            before = old.nbytes()
+            after = old.num_embeddings * row_bytes(old.embedding_dim, cfg.bits)
+            reason = ""
+            if type(old) is not DenseTable:
+                reason = (
+                    f"already compressed ({type(old).__name__}); row-wise quantization takes float tables"
+                )
+            elif after >= before:
+                reason = f"{cfg.bits}-bit rows would not be smaller: {after:,} B >= {before:,} B"
+            if reason and listed:
+                raise CompressionError(f"rowwise: field {name!r} cannot be compressed: {reason}")
+            decisions.append(
+                TargetDecision(
+                    target=fqn,
+                    kind="table",
+                    action="kept" if reason else "compressed",
+                    reason=reason,
+                    bytes_before=before,
+                    bytes_after=before if reason else after,
+                )
+            )
+            if not reason:
+                plan.append((fqn, fe, name))
+        if not plan:
+            why = "; ".join(f"{d['target']}: {d['reason']}" for d in decisions) or "no tables selected"
+            raise CompressionError(f"rowwise ({cfg.bits}-bit): nothing would be compressed ({why})")
+
+        def score() -> dict[str, float] | None:
+            if data is None or cfg.eval_split is None:
+                return None
+            return evaluate(model, data[cfg.eval_split], batch_size=cfg.batch_size, device=dev)
+
+        bytes_before = size_report(model)["total"]["bytes"]
+        metrics = MetricsReport(before=score())
+        errors: dict[str, float] = {}
+        for fqn, fe, name in plan:
+            old = fe.tables[name]
+            weight = old.materialize()
+            new = RowwiseQuantTable.from_dense(
+                weight, cfg.bits, getattr(old, "padding_idx", 0), cfg.optimized_qparams
+            ).to(dev)
+            with torch.no_grad():
+                num = (new.materialize() - weight.float()).pow(2).sum()
+                errors[fqn] = float(num / weight.float().pow(2).sum().clamp_min(1e-30))
+            fe.tables[name] = new
+        metrics["direct"] = score()
+        metrics["final"] = metrics["direct"]
+        after = size_report(model)["total"]["bytes"]
+        return {
+            "bits": cfg.bits,
+            "targets": decisions,
+            "relative_error": errors,
+            "metrics": metrics,
+            "bytes": {"before": bytes_before, "after": after},
+            "ratio": bytes_before / max(1, after),
+        }
+
+
+@register_method("rowwise", RowwiseConfig)
+class Rowwise(_Rowwise):
+    """Row-wise quantization at any of 16, 8, 4, 2 bits."""
+
+
+@register_method("fp16", FP16Config)
+class FP16(_Rowwise):
+    """fp16 rows."""
+
+
+@register_method("int8", Int8Config)
+class Int8(_Rowwise):
+    """int8 rows."""
+
+
+@register_method("int4", Int4Config)
+class Int4(_Rowwise):
+    """int4 rows."""
+
+
+@register_method("int2", Int2Config)
+class Int2(_Rowwise):
+    """int2 rows."""

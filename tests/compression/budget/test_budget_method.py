@@ -1,0 +1,96 @@
+"""Method ``budget``: the budget holds on the saved artifact, plans are exact, errors are clear."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+import ctrzip
+from ctrzip.compression.budget import BudgetConfig
+from ctrzip.compression.lowrank.factorized import probe_batch
+from ctrzip.compression.sizes import size_report
+from ctrzip.errors import CompressionError
+from ctrzip.train.trainer import TrainConfig, Trainer
+
+from ..lowrank._lowrank_data import make_dataset, make_model
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):  # type: ignore[no-untyped-def]
+    data = make_dataset(tmp_path_factory.mktemp("budget"), n_train=2000, n_valid=1500)
+    model = make_model("deepfm")
+    Trainer(TrainConfig(epochs=2, lr=3e-3, progress=False, seed=0)).fit(model, data["train"], data["valid"])
+    return data, model.eval()
+
+
+def _saved_tensor_bytes(path) -> int:  # type: ignore[no-untyped-def]
+    total = 0
+    with safe_open(str(path / "model.safetensors"), "pt") as f:
+        for k in f.keys():  # noqa: SIM118  (safe_open is not a dict)
+            t = f.get_tensor(k)
+            total += t.numel() * t.element_size()
+    return total
+
+
+@pytest.mark.parametrize("fraction", [0.6, 0.35])
+def test_budget_holds_on_the_saved_artifact(fraction, setup, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    data, trained = setup
+    model = copy.deepcopy(trained)
+    budget = fraction * size_report(model)["total"]["bytes"] / 2**20
+    ctrzip.compress(model, BudgetConfig(mb=budget, calib_rows=1000), data)
+    report = model.compression_log[-1]["report"]
+    assert report["bytes"]["after"] <= budget * 2**20
+    assert report["bytes"]["after"] == report["bytes"]["fixed"] + sum(p["bytes"] for p in report["plan"])
+    batch = probe_batch(data.schema, 64, torch.device("cpu"))
+    with torch.no_grad():
+        expect = model(batch)
+    ctrzip.save(tmp_path / "m", model)
+    assert _saved_tensor_bytes(tmp_path / "m") == report["bytes"]["after"]
+    loaded = ctrzip.load(tmp_path / "m").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batch), expect, rtol=0, atol=0)
+    json.dumps(report)  # the report is JSON-able (it goes into the manifest)
+
+
+def test_larger_budget_never_predicts_more_loss(setup) -> None:  # type: ignore[no-untyped-def]
+    data, trained = setup
+    total = size_report(trained)["total"]["bytes"] / 2**20
+    losses = []
+    for fraction in (0.3, 0.5, 0.8):
+        model = copy.deepcopy(trained)
+        ctrzip.compress(model, BudgetConfig(mb=fraction * total, calib_rows=1000), data)
+        losses.append(sum(p["predicted_auc_loss"] for p in model.compression_log[-1]["report"]["plan"]))
+    assert losses[0] >= losses[1] >= losses[2]
+
+
+def test_impossible_budget_names_the_smallest_reachable_size(setup) -> None:  # type: ignore[no-untyped-def]
+    data, trained = setup
+    model = copy.deepcopy(trained)
+    with pytest.raises(CompressionError, match=r"smallest reachable model is [\d,]+ B"):
+        ctrzip.compress(model, BudgetConfig(mb=1e-5, calib_rows=1000), data)
+    torch.testing.assert_close(  # refused before touching the model
+        model.embedding.tables["item"].weight, trained.embedding.tables["item"].weight, rtol=0, atol=0
+    )
+
+
+def test_loss_mode_meets_a_generous_cap(setup) -> None:  # type: ignore[no-untyped-def]
+    data, trained = setup
+    model = copy.deepcopy(trained)
+    ctrzip.compress(model, BudgetConfig(max_auc_loss=0.01, calib_rows=1000), data)
+    r = model.compression_log[-1]["report"]
+    assert r["metrics"]["before"]["auc"] - r["metrics"]["direct"]["auc"] <= 0.01
+    assert r["bytes"]["after"] < r["bytes"]["before"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({}, "exactly one of mb"), ({"mb": 1.0, "max_auc_loss": 0.1}, "exactly one of mb"),
+     ({"mb": -1.0}, "mb must be > 0"), ({"mb": 1.0, "pq": ("4by256",)}, "look like '4x256'")],
+)  # fmt: skip
+def test_bad_config_refused(kwargs, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(CompressionError, match=message):
+        BudgetConfig(**kwargs)
