@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 from ctrzip.compression import compress
 from ctrzip.compression.api import METHODS, method_for
+from ctrzip.compression.budget import BudgetConfig
 from ctrzip.compression.lowrank.factorized import probe_batch
 from ctrzip.compression.lowrank.feature_mimicking import LowRankConfig
 from ctrzip.compression.lowrank.fold import FoldedLinear
@@ -27,6 +28,14 @@ from ctrzip.compression.lowrank.svd import SVDConfig
 from ctrzip.compression.lowrank.tt import TTConfig
 from ctrzip.compression.mec.method import VARIANTS, MECConfig, PQConfig
 from ctrzip.compression.mec.stage1 import CodeLearningConfig
+from ctrzip.compression.quantize import (
+    FP16Config,
+    Int2Config,
+    Int4Config,
+    Int8Config,
+    LinearInt8Config,
+    RowwiseConfig,
+)
 from ctrzip.data.dataset import EncodedDataset, SplitArrays, save_counts, save_split
 from ctrzip.data.schema import FeatureSchema, FieldSpec
 from ctrzip.errors import CompressionError
@@ -56,8 +65,23 @@ METHOD_CONFIGS: dict[str, Callable[[], Any]] = {
         mlp=True, rank=4, embedding=True, embedding_rank=2, finetune_epochs=0, eval_split=None, device="cpu"
     ),
     "tt": lambda: TTConfig(tt_rank=2, min_vocab=100, finetune_epochs=0, eval_split=None, device="cpu"),
+    "rowwise": lambda: RowwiseConfig(bits=4, eval_split=None, device="cpu"),
+    "fp16": lambda: FP16Config(eval_split=None, device="cpu"),
+    "int8": lambda: Int8Config(eval_split=None, device="cpu"),
+    "int4": lambda: Int4Config(eval_split=None, device="cpu"),
+    "int2": lambda: Int2Config(eval_split=None, device="cpu"),
+    "linear_int8": lambda: LinearInt8Config(eval_split=None, device="cpu"),
+    "budget": lambda: BudgetConfig(max_auc_loss=0.01, calib_rows=1000, pq=("2x16",), device="cpu"),
 }  # fmt: skip
-PAIRS = [(a, b) for a in METHOD_CONFIGS for b in METHOD_CONFIGS]
+# fp16/int8/int4/int2 are presets of rowwise (one class): they meet the other methods through
+# rowwise, and each other only in their own pairs.
+_PRESETS = {"fp16", "int8", "int4", "int2"}
+PAIRS = [
+    (a, b)
+    for a in METHOD_CONFIGS
+    for b in METHOD_CONFIGS
+    if not ({a, b} & _PRESETS) or {a, b} <= _PRESETS | {"rowwise"}
+]
 
 
 def _schema() -> FeatureSchema:

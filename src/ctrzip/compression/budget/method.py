@@ -196,16 +196,17 @@ def _targets(model: CTRModel, data: EncodedDataset, cfg: BudgetConfig) -> list[_
             continue  # already compressed by another method: left as it is
         counts = _counts(data, name, table.num_embeddings)
         cands = table_candidates(table, counts, bits=cfg.bits, pq=pq, seed=cfg.seed)
-        out.append(_Target(f"embedding.tables.{name}", "table", cands, _table_swap(model.embedding, name)))
+        fqn = f"embedding.tables.{name}"
+        out.append(_Target(fqn, "table", cands, _table_swap(model, fqn)))
     first = [
-        (fe, n)
+        f"{fqn}.tables.{n}"
         for fqn, fe in model.named_modules()
         if isinstance(fe, FieldEmbedding) and fe is not model.embedding
         for n, t in fe.tables.items()
         if type(t) is DenseTable
     ]
     if first and 16 in cfg.bits:
-        out.append(_first_order_group(first))
+        out.append(_first_order_group(model, first))
     if cfg.dense_network:
         linears = [(fqn, m) for fqn, m in model.named_modules() if type(m) is nn.Linear]
         if linears:
@@ -223,11 +224,12 @@ def _counts(data: EncodedDataset, name: str, v: int) -> torch.Tensor:
     return torch.nn.functional.pad(c, (0, v - c.numel()))
 
 
-def _table_swap(fe: FieldEmbedding, name: str) -> Any:
-    original = fe.tables[name]
+def _table_swap(model: CTRModel, fqn: str) -> Any:
+    original = model.get_submodule(fqn)
 
     def swap(c: Candidate) -> None:
-        fe.tables[name] = original if c.build is None else c.build().to(original.materialize().device)
+        new = original if c.build is None else c.build().to(original.materialize().device)
+        replace_module(model, fqn, new)
 
     return swap
 
@@ -248,12 +250,12 @@ def _group(name: str, kind: str, label: str, items: list[tuple[Any, list[Candida
     return _Target(name, kind, [keep] + ([small] if small.nbytes < keep.nbytes else []), swap)
 
 
-def _first_order_group(pairs: list[tuple[FieldEmbedding, str]]) -> _Target:
+def _first_order_group(model: CTRModel, fqns: list[str]) -> _Target:
     items = []
-    for fe, n in pairs:
-        table = fe.tables[n]
-        cands = table_candidates(table, torch.ones(table.num_embeddings), bits=(16,))
-        items.append((_table_swap(fe, n), cands))
+    for fqn in fqns:
+        table = model.get_submodule(fqn)
+        cands = table_candidates(table, torch.ones(table.num_embeddings), bits=(16,))  # type: ignore[arg-type]
+        items.append((_table_swap(model, fqn), cands))
     return _group("first_order", "table", "fp16", items)
 
 

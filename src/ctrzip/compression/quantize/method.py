@@ -24,6 +24,7 @@ from ctrzip.models.base import CTRModel
 from ctrzip.nn.embedding.base import DenseTable
 from ctrzip.nn.embedding.field import FieldEmbedding
 from ctrzip.nn.embedding.rowwise import BITS, RowwiseQuantTable, row_bytes
+from ctrzip.nn.swappable import replace_module
 
 
 @dataclass
@@ -173,7 +174,7 @@ class _Rowwise(CompressionMethod[RowwiseConfig]):
             with torch.no_grad():
                 num = (new.materialize() - weight.float()).pow(2).sum()
                 errors[fqn] = float(num / weight.float().pow(2).sum().clamp_min(1e-30))
-            fe.tables[name] = new
+            replace_module(model, fqn, new)
         metrics["direct"] = score()
         metrics["final"] = metrics["direct"]
         after = size_report(model)["total"]["bytes"]
