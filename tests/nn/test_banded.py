@@ -5,6 +5,7 @@ for padding/OOV, bytes (bit-packed codes), artifacts, training keeps padding at 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -342,9 +343,22 @@ def test_padding_stays_zero_in_a_trained_model(tmp_path) -> None:  # type: ignor
             [BandSpec(0, V, "float", {"bits": 8})],
             r"float: unknown parameter\(s\) \['bits'\] \(allowed: none\)",
         ),
+        (
+            [BandSpec(0, V, "pq", {"K": True})],
+            r"K \(codewords\) must be an integer in \[2, 65536\], got True",
+        ),
+        ([BandSpec(0, V, "pq", {"seed": 1.5})], r"pq: seed must be an integer, got 1.5"),
+        ([BandSpec(0, V, "rowwise", {"optimized_qparams": 1})], r"optimized_qparams must be true or false"),
+        ([BandSpec(0, 60.5, "float")], r"band 0 \[0, 60.5\): start and end must be integer ids"),
+        ([BandSpec(0, V, "float", [1])], r"band 0 \[0, 120\): params must be a mapping, got \[1\]"),
+        (
+            [{"start": 0, "representation": "float"}],
+            r"needs keys start, end, representation .* missing \['end'\]",
+        ),
+        ([{"start": 0, "end": V, "representation": "float", "bits": 8}], r"unknown \['bits'\]"),
     ],
 )
-def test_bad_plans_refused(plan: list[BandSpec], message: str) -> None:
+def test_bad_plans_refused(plan: list[Any], message: str) -> None:
     with pytest.raises(CompressionError, match=message):
         BandedTable.from_dense(_weight(), None, plan, name="C1")
 

@@ -159,11 +159,12 @@ class BandedTable(EmbeddingTable):
             out = self.bands[0](flat)
         else:
             which = torch.bucketize(flat, self._bounds, right=True)  # band of each id
-            out = torch.zeros(flat.numel(), self.embedding_dim, device=flat.device)
+            # every position is written: the bands tile [0, V) and ids were range-checked
+            out = torch.empty(flat.numel(), self.embedding_dim, device=flat.device)
             for b, (band, spec) in enumerate(zip(self.bands, self.plan, strict=True)):
                 sel = (which == b).nonzero().squeeze(1)
                 if sel.numel():
-                    out = out.index_copy(0, sel, band(flat[sel] - spec.start))
+                    out.index_copy_(0, sel, band(flat[sel] - spec.start))
         if self.padding_idx is not None:
             out = out.masked_fill((flat == self.padding_idx).unsqueeze(-1), 0.0)
         return out.reshape(*ids.shape, self.embedding_dim)

@@ -90,13 +90,17 @@ def _device_of(module: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def is_int(value: Any) -> bool:
+    """An integer that is not a bool (``True`` is not a codebook size)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def fit_weights(counts: Tensor | None, valid: Tensor, weighting: str) -> Tensor:
     """Row weights for a weighted fit: ``log2`` (MEC eq. 11), ``count`` or ``none``; 0 where not valid."""
     from ctrzip.compression.mec.losses import popularity_weights  # lazy: avoids a package cycle
 
-    n = valid.shape[0]
-    base = counts.detach().cpu() if counts is not None else torch.ones(n)
-    w = popularity_weights(base, weighting).to(valid.device)  # type: ignore[arg-type]
     if counts is None:
-        w = torch.ones_like(w)
+        w = torch.ones(valid.shape[0], device=valid.device)
+    else:
+        w = popularity_weights(counts.detach().cpu(), weighting).to(valid.device)  # type: ignore[arg-type]
     return w * valid.to(w.dtype)

@@ -14,7 +14,7 @@ from typing import Any
 
 from ctrzip.errors import CompressionError
 from ctrzip.nn.embedding.bands import float_rows, pq, rowwise, shared  # noqa: F401  (register kinds)
-from ctrzip.nn.embedding.bands.base import BAND_KINDS
+from ctrzip.nn.embedding.bands.base import BAND_KINDS, is_int
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,20 @@ class BandSpec:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> BandSpec:
-        return cls(int(d["start"]), int(d["end"]), str(d["representation"]), dict(d.get("params", {})))
+        """From ``{start, end, representation, params}`` (``params`` optional).
+
+        Raises:
+            CompressionError: a key is missing or unknown.
+        """
+        keys = {"start", "end", "representation", "params"}
+        missing = sorted(keys - {"params"} - set(d))
+        unknown = sorted(set(d) - keys)
+        if missing or unknown:
+            raise CompressionError(
+                f"band {dict(d)}: needs keys start, end, representation (and optional params); "
+                f"missing {missing}, unknown {unknown}"
+            )
+        return cls(d["start"], d["end"], d["representation"], dict(d.get("params") or {}))
 
 
 BandPlan = Sequence[BandSpec]
@@ -76,6 +89,10 @@ def validate_plan(
     out, expect = [], 0
     for i, b in enumerate(bands):
         loc = f"{where}: band {i} [{b.start}, {b.end})"
+        if not (is_int(b.start) and is_int(b.end)):
+            raise CompressionError(f"{loc}: start and end must be integer ids")
+        if not isinstance(b.params, Mapping):
+            raise CompressionError(f"{loc}: params must be a mapping, got {b.params!r}")
         if b.start != expect:
             what = "starts a gap" if b.start > expect else "overlaps the previous band"
             raise CompressionError(

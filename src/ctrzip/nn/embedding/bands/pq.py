@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ctrzip.nn.bitpack import MAX_BITS, bits_for, pack_bits, packed_nbytes, unpack_bits
-from ctrzip.nn.embedding.bands.base import Band, fit_weights, register_band
+from ctrzip.nn.embedding.bands.base import Band, fit_weights, is_int, register_band
 from ctrzip.nn.embedding.pq import code_dtype
 
 WEIGHTINGS = ("log2", "count", "none")
@@ -50,15 +50,17 @@ class PQBand(Band):
     @classmethod
     def check(cls, params: dict[str, Any], rows: int, dim: int) -> None:
         m, k = params["M"], params["K"]
-        if not isinstance(m, int) or m < 1 or dim % m:
+        if not is_int(m) or m < 1 or dim % m:
             raise ValueError(f"M (sub-spaces) must be a positive divisor of embedding_dim={dim}, got {m!r}")
-        if not isinstance(k, int) or not 2 <= k <= 1 << MAX_BITS:
+        if not is_int(k) or not 2 <= k <= 1 << MAX_BITS:
             raise ValueError(
                 f"K (codewords) must be an integer in [2, {1 << MAX_BITS}], got {k!r} "
                 "(for one vector per band use the 'shared' representation)"
             )
-        if not isinstance(params["iters"], int) or params["iters"] < 0:
+        if not is_int(params["iters"]) or params["iters"] < 0:
             raise ValueError(f"iters must be an integer >= 0, got {params['iters']!r}")
+        if not is_int(params["seed"]):
+            raise ValueError(f"seed must be an integer, got {params['seed']!r}")
         if params["weighting"] not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {params['weighting']!r}")
 

@@ -30,7 +30,7 @@ class RowwiseBand(Band):
 
     @classmethod
     def check(cls, params: dict[str, Any], rows: int, dim: int) -> None:
-        if params["bits"] not in BITS:
+        if isinstance(params["bits"], bool) or params["bits"] not in BITS:
             raise ValueError(f"bits must be one of {BITS}, got {params['bits']!r}")
         if not isinstance(params["optimized_qparams"], bool):
             raise ValueError(f"optimized_qparams must be true or false, got {params['optimized_qparams']!r}")

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ctrzip.nn.embedding.bands.base import Band, fit_weights, register_band
+from ctrzip.nn.embedding.bands.base import Band, fit_weights, is_int, register_band
 
 
 @register_band
@@ -33,7 +33,7 @@ class SharedBand(Band):
     @classmethod
     def check(cls, params: dict[str, Any], rows: int, dim: int) -> None:
         s = params["S"]
-        if not isinstance(s, int) or not 1 <= s <= rows:
+        if not is_int(s) or not 1 <= s <= rows:
             raise ValueError(
                 f"S (shared vectors) must be an integer in [1, {rows}] (the band's ids), got {s!r}"
             )
