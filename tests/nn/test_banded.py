@@ -378,3 +378,22 @@ def test_plan_dicts_and_spec_round_trip() -> None:
     again = BandedTable.empty(**t.spec())
     assert again.plan == t.plan
     assert again.plan[3].params == {"M": 2, "K": 5, "iters": 20, "seed": 0, "weighting": "log2"}
+
+
+def test_gradients_match_a_dense_reference() -> None:
+    """Float head, shared tail: gradients reach exactly the rows/vectors a dense model would."""
+    w, g = _weight(10), torch.Generator().manual_seed(1)
+    t = BandedTable.from_dense(w, None, [BandSpec(0, 40, "float"), BandSpec(40, V, "shared", {"S": 2})])
+    ref_head = w[:40].clone().requires_grad_(True)
+    ref_tail = t.bands[1].vectors.detach().clone().requires_grad_(True)
+    ids = torch.randint(0, V, (50, 4), generator=g)
+    ids[0] = 0
+    target = torch.randn(50, 4, D, generator=g)
+    (t(ids) - target).pow(2).sum().backward()
+    head = F.embedding(ids.clamp(max=39), ref_head)  # reference: pick per id by hand
+    tail = F.embedding(((ids - 40) % 2).clamp(min=0), ref_tail)
+    ref = torch.where((ids < 40).unsqueeze(-1), head, tail) * (ids != 0).unsqueeze(-1)
+    (ref - target).pow(2).sum().backward()
+    torch.testing.assert_close(t.bands[0].weight.grad, ref_head.grad)
+    torch.testing.assert_close(t.bands[1].vectors.grad, ref_tail.grad)
+    assert t.bands[0].weight.grad[0].abs().max() == 0  # padding gets no gradient

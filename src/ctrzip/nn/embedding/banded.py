@@ -159,14 +159,20 @@ class BandedTable(EmbeddingTable):
             out = self.bands[0](flat)
         else:
             which = torch.bucketize(flat, self._bounds, right=True)  # band of each id
-            # every position is written: the bands tile [0, V) and ids were range-checked
-            out = torch.empty(flat.numel(), self.embedding_dim, device=flat.device)
+            hits = torch.bincount(which, minlength=len(self.bands)).tolist()
+            # The busiest band (the head, usually) looks up every position with clamped ids,
+            # which saves a scatter of most rows; the other bands overwrite their positions.
+            top = max(range(len(hits)), key=hits.__getitem__)
+            spec = self.plan[top]
+            out = self.bands[top]((flat - spec.start).clamp(0, spec.end - spec.start - 1))
             for b, (band, spec) in enumerate(zip(self.bands, self.plan, strict=True)):
-                sel = (which == b).nonzero().squeeze(1)
-                if sel.numel():
+                if b != top and hits[b]:
+                    sel = (which == b).nonzero().squeeze(1)
                     out.index_copy_(0, sel, band(flat[sel] - spec.start))
         if self.padding_idx is not None:
-            out = out.masked_fill((flat == self.padding_idx).unsqueeze(-1), 0.0)
+            pad = (flat == self.padding_idx).nonzero().squeeze(1)
+            if pad.numel():
+                out.index_fill_(0, pad, 0.0)
         return out.reshape(*ids.shape, self.embedding_dim)
 
     def materialize(self) -> Tensor:
