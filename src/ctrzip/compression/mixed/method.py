@@ -42,7 +42,7 @@ class MixedConfig:
         version: config schema version.
 
     Raises:
-        CompressionError: no plan given, or a bad ``batch_size``.
+        CompressionError: a bad ``batch_size`` (an empty ``plans`` is refused when compressing).
     """
 
     plans: dict[str, tuple[BandSpec, ...]] = field(default_factory=dict)
@@ -53,8 +53,6 @@ class MixedConfig:
     version: int = 1
 
     def __post_init__(self) -> None:
-        if not self.plans:
-            raise CompressionError("mixed: plans is empty; give a band plan for at least one field")
         if self.batch_size < 1:
             raise CompressionError(f"mixed: batch_size must be >= 1, got {self.batch_size}")
         self.plans = {
@@ -65,6 +63,8 @@ class MixedConfig:
 
 def _check(model: CTRModel, cfg: MixedConfig, data: EncodedDataset | None) -> list[TargetDecision]:
     """Refuse any plan that cannot be carried out; one decision per planned field."""
+    if not cfg.plans:
+        raise CompressionError("mixed: plans is empty; give a band plan for at least one field")
     tables = model.embedding.tables
     decisions = []
     for name, plan in cfg.plans.items():

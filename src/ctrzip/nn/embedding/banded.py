@@ -104,8 +104,9 @@ class BandedTable(EmbeddingTable):
         """Fit every band of ``plan`` to a trained table.
 
         Each band sees only its own rows: ``float`` copies them, ``rowwise`` quantizes them,
-        ``pq`` runs seeded popularity-weighted k-means per sub-space, ``shared`` takes the
-        count-weighted mean of each bucket. The padding row never shapes a fit.
+        ``pq`` runs seeded weighted k-means per sub-space (``weighting``: MEC's
+        ``max(1, floor(log2 n))`` by default, raw counts ``count``, or ``none``), ``shared``
+        takes the count-weighted mean of each bucket. The padding row never shapes a fit.
 
         Args:
             weight: ``[V, D]`` float table (e.g. ``DenseTable.materialize()``); the result
