@@ -33,10 +33,14 @@ def _persistent_tensors(module: nn.Module) -> list[Tensor]:
 def _field_embedding_size(fe: nn.Module, prefix: str, tables: dict[str, Any], seen: set[int]) -> dict:
     """Size of one ``FieldEmbedding``: tables via ``nbytes()``, other tensors by storage."""
     params = nbytes = 0
+    counted: list[str] = []
     for name, table in fe.named_modules(prefix=prefix):
         if not isinstance(table, EmbeddingTable) or id(table) in seen:
             continue
+        if any(name.startswith(c + ".") for c in counted):
+            continue  # a table inside a composite table (a BandedTable's row-wise band): in its nbytes
         seen.add(id(table))
+        counted.append(name)
         tensors = [t for t in _persistent_tensors(table) if id(t) not in seen]
         seen.update(id(t) for t in tensors)
         t_params = sum(p.numel() for p in table.parameters())
