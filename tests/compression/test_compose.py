@@ -28,6 +28,7 @@ from ctrzip.compression.lowrank.svd import SVDConfig
 from ctrzip.compression.lowrank.tt import TTConfig
 from ctrzip.compression.mec.method import VARIANTS, MECConfig, PQConfig
 from ctrzip.compression.mec.stage1 import CodeLearningConfig
+from ctrzip.compression.mixed import MixedConfig
 from ctrzip.compression.quantize import (
     FP16Config,
     Int2Config,
@@ -41,6 +42,7 @@ from ctrzip.data.schema import FeatureSchema, FieldSpec
 from ctrzip.errors import CompressionError
 from ctrzip.export import load, save
 from ctrzip.models.base import CTRModel, build_model
+from ctrzip.nn.embedding.bands import BandSpec
 from ctrzip.nn.embedding.lowrank import LowRankTable
 from ctrzip.nn.embedding.pq import PQTable, SharedCodesPQTable
 from ctrzip.nn.swappable import SWAPPABLE
@@ -71,6 +73,11 @@ METHOD_CONFIGS: dict[str, Callable[[], Any]] = {
     "int4": lambda: Int4Config(eval_split=None, device="cpu"),
     "int2": lambda: Int2Config(eval_split=None, device="cpu"),
     "linear_int8": lambda: LinearInt8Config(eval_split=None, device="cpu"),
+    "mixed": lambda: MixedConfig(
+        plans={"big": (BandSpec(0, 30, "rowwise", {"bits": 8}), BandSpec(30, 150, "pq", {"M": 2, "K": 16}),
+                       BandSpec(150, 299, "shared", {"S": 4}), BandSpec(299, 300, "float"))},
+        eval_split=None, device="cpu",
+    ),
     "budget": lambda: BudgetConfig(max_auc_loss=0.01, calib_rows=1000, pq=("2x16",), device="cpu"),
 }  # fmt: skip
 # fp16/int8/int4/int2 are presets of rowwise (one class): they meet the other methods through

@@ -12,6 +12,8 @@ from torch import nn
 import ctrzip.compression  # noqa: F401  (registers every table type a method can swap in)
 from ctrzip.data.batch import Batch
 from ctrzip.data.schema import FeatureSchema, FieldSpec
+from ctrzip.nn.embedding.banded import BandedTable
+from ctrzip.nn.embedding.bands import BandSpec
 from ctrzip.nn.embedding.base import DenseTable, EmbeddingTable
 from ctrzip.nn.embedding.field import FieldEmbedding
 from ctrzip.nn.embedding.lowrank import LowRankTable
@@ -74,6 +76,13 @@ def _rowwise(bits: int) -> RowwiseQuantTable:
     return RowwiseQuantTable.from_dense(x, bits)
 
 
+def _banded() -> BandedTable:
+    x = torch.randn(V, D, generator=_gen())
+    plan = (BandSpec(0, 6, "float"), BandSpec(6, 14, "rowwise", {"bits": 8}),
+            BandSpec(14, 30, "pq", {"M": 2, "K": 4}), BandSpec(30, V, "shared", {"S": 3}))  # fmt: skip
+    return BandedTable.from_dense(x, None, plan)
+
+
 # name -> (holder module, the table under test inside it)
 TABLES: dict[str, Callable[[], tuple[nn.Module, EmbeddingTable]]] = {
     "dense": lambda: (t := _dense(), t),
@@ -87,6 +96,7 @@ TABLES: dict[str, Callable[[], tuple[nn.Module, EmbeddingTable]]] = {
     "rowwise_fp16": lambda: (t := _rowwise(16), t),
     "rowwise_int8": lambda: (t := _rowwise(8), t),
     "rowwise_int4": lambda: (t := _rowwise(4), t),
+    "banded": lambda: (t := _banded(), t),
 }
 
 
