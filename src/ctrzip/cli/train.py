@@ -30,9 +30,12 @@ def train_cmd(
 ) -> None:
     """Train a model from a run file, evaluate it on valid/test and save an artifact.
 
-    With train.out_dir set, a rerun resumes the run saved there ("resuming DIR from step N")
-    only if its settings match; otherwise it stops and names the settings that differ
-    (--fresh starts over). train.epochs and train.max_steps may be raised to extend a run.
+    A rerun resumes the run saved in train.out_dir ("resuming DIR from step N") only if it is the same run.
+
+    Other settings, model or data stop it, naming what differs; --fresh starts over instead.
+
+    Raising train.epochs or train.max_steps extends a saved run.
+
     An existing artifact is never replaced without --overwrite.
     """
     from ctrzip.bench.sizes import format_size_report
