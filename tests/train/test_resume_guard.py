@@ -92,7 +92,7 @@ def test_module_without_spec_with_other_shapes_is_refused(finished: Path) -> Non
 
 def test_lowering_the_stop_limit_below_the_saved_run_is_refused(tmp_path: Path) -> None:
     Trainer(_cfg(tmp_path, epochs=2)).fit(_model(), TRAIN, VALID)
-    with pytest.raises(TrainingError, match=r"train.epochs 2 -> 1 \(it already trained 2\)"):
+    with pytest.raises(TrainingError, match=r"train.epochs 2 -> 1 \(it already trained 2 epochs\)"):
         Trainer(_cfg(tmp_path, epochs=1)).fit(_model(), TRAIN, VALID)
     with pytest.raises(TrainingError, match=r"train.max_steps None -> 3 \(it already trained 10 steps\)"):
         Trainer(_cfg(tmp_path, epochs=2, max_steps=3)).fit(_model(), TRAIN, VALID)
@@ -127,3 +127,10 @@ def test_fresh_start_removes_the_old_run(finished: Path) -> None:
     _, meta = load_checkpoint(finished / LAST)
     assert meta["global_step"] == 2 and meta["config"]["lr"] == 0.01
     assert (finished / BEST).read_bytes() != stale_best
+
+
+def test_lowering_epochs_into_a_started_epoch_is_refused(tmp_path: Path) -> None:
+    Trainer(_cfg(tmp_path, epochs=2, max_steps=7)).fit(_model(), TRAIN, VALID)  # 5 steps per epoch
+    msg = r"train.epochs 2 -> 1 \(it already trained 1 epochs and 2 steps\)"
+    with pytest.raises(TrainingError, match=msg):
+        Trainer(_cfg(tmp_path, epochs=1, max_steps=7)).fit(_model(), TRAIN, VALID)

@@ -24,13 +24,19 @@ class TrainConfig:
             improvement before stopping.
         eval_every_steps: extra validation every this many steps (None = once per epoch).
         eval_at_start: validate the starting model too, as a candidate for the best state, so
-            a fine-tune of a trained model never ends worse on validation than where it began.
+            a fine-tune of a trained model never ends worse on validation than where it began
+            (needs validation data: ``TrainingError`` without it).
         max_steps: stop after this many optimizer steps in total.
-        amp: ``bf16`` / ``fp16`` autocast on CUDA (fp16 with a GradScaler); ignored on CPU.
-        seed: seeds torch (dropout) and the batch order (epoch ``e`` uses ``seed + e``).
+        amp: ``bf16`` / ``fp16`` autocast on CUDA (fp16 with a GradScaler); on CPU a warning
+            says it trains in float32 instead.
+        seed: seeds torch (dropout) and the batch order (epoch ``e`` uses ``seed + e``);
+            ``ctrzip train`` also builds the model from it (``build_model(..., seed=)``).
         device: ``auto``, ``cpu``, ``cuda``...
         out_dir: folder for ``best.pt``, ``last.pt`` (resume state) and ``metrics.jsonl``.
-        resume: continue from ``out_dir/last.pt`` if present.
+        resume: continue from ``out_dir/last.pt`` if present and written by the same run
+            (same model, training rows and settings; ``epochs``/``max_steps`` may be raised),
+            else ``TrainingError`` naming what differs. False starts over, deleting the
+            checkpoints and metrics log found in ``out_dir``.
         shuffle: shuffle training batches.
         progress: draw a progress bar with samples/s and ETA.
         deterministic: deterministic kernels on CPU (same seed -> same weights).

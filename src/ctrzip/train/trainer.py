@@ -224,6 +224,8 @@ class Trainer:
             state = self._load_last(model, out / ckpt.LAST)
             state.history.resumed_at_step = state.global_step
             self._last_saved = state.global_step
+            if (out / ckpt.BEST).exists() and state.history.best:
+                self._best_step = state.history.best.get("step")
             print(f"resuming {out} from step {state.global_step}", file=sys.stderr, flush=True)
         elif out is not None:
             out.mkdir(parents=True, exist_ok=True)
@@ -542,8 +544,9 @@ def _config_diffs(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
 def _limit_diffs(saved: dict[str, Any], cfg: TrainConfig, meta: dict[str, Any]) -> list[str]:
     """Stop limits may be raised, never set below what the saved run already trained."""
     out = []
-    if cfg.epochs < meta.get("epoch", 0):
-        done = meta["epoch"]
+    epoch, in_epoch = meta.get("epoch", 0), meta.get("step_in_epoch", 0)
+    if epoch > cfg.epochs or (epoch == cfg.epochs and in_epoch > 0):
+        done = f"{epoch} epochs" + (f" and {in_epoch} steps" if in_epoch else "")
         out.append(f"train.epochs {saved.get('epochs')!r} -> {cfg.epochs} (it already trained {done})")
     if cfg.max_steps is not None and cfg.max_steps < meta.get("global_step", 0):
         out.append(
