@@ -285,3 +285,19 @@ def test_diverged_history_is_finite_when_training_is_fine() -> None:
         model, planted_pairs(SCHEMA, 600, 0), planted_pairs(SCHEMA, 200, 1)
     )
     assert math.isfinite(hist.best["val_auc"]) and _finite(model)
+
+
+def test_plateau_decay_never_raises_an_lr_below_min_lr() -> None:
+    class Constant(nn.Module):  # validation AUC never improves: every evaluation is a plateau
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def forward(self, batch):  # noqa: ANN001, ANN201
+            return batch.sparse[:, 0].float() * 0.01 + 0.0 * self.w
+
+    trainer = Trainer(
+        TrainConfig(epochs=3, batch_size=300, lr=1e-7, min_lr=1e-6, early_stop_patience=5, **FAST)
+    )
+    hist = trainer.fit(Constant(), planted_pairs(SCHEMA, 300, seed=0), planted_pairs(SCHEMA, 100, seed=1))
+    assert [r["lr"] for r in hist.epochs] == [1e-7] * 3  # before: raised to min_lr, 10x the set lr

@@ -18,7 +18,7 @@ class TrainConfig:
         weight_l2: L2 strength on all other parameters (FuxiCTR ``net_regularizer``).
         lr_decay: factor applied to the lr after ``lr_patience`` evaluations without improvement.
         lr_patience: evaluations without validation-AUC improvement before each decay.
-        min_lr: floor of the decayed lr.
+        min_lr: floor of the decayed lr (an lr already below it is left as it is, not raised).
         clip_grad_norm: max global gradient norm, or None for no clipping.
         early_stop_patience: evaluations (= epochs unless ``eval_every_steps``) without
             improvement before stopping.

@@ -431,7 +431,8 @@ class Trainer:
         t_eval = time.perf_counter()
         improved = True
         if valid is not None:
-            metrics = evaluate(model, valid, batch_size=max(cfg.batch_size, 8192), device=rec_device(model))
+            bs, dev = max(cfg.batch_size, 8192), rec_device(model)
+            metrics = evaluate(model, valid, batch_size=bs, device=dev, name="validation split")
             rec["val_auc"], rec["val_logloss"] = metrics["auc"], metrics["logloss"]
             improved = st.best_auc is None or metrics["auc"] > st.best_auc + _MIN_DELTA
         st.elapsed_s += time.perf_counter() - t_eval
@@ -445,8 +446,8 @@ class Trainer:
         else:
             st.bad_evals += 1
             if st.bad_evals % cfg.lr_patience == 0:
-                for group in self.optimizer.param_groups:
-                    group["lr"] = max(group["lr"] * cfg.lr_decay, cfg.min_lr)
+                for group in self.optimizer.param_groups:  # a decay never raises an lr below min_lr
+                    group["lr"] = min(group["lr"], max(group["lr"] * cfg.lr_decay, cfg.min_lr))
             if st.bad_evals >= cfg.early_stop_patience:
                 hist.stopped_early = True
         hist.epochs.append(rec)
