@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ctrzip.config import from_dict
+from ctrzip.config import ConfigError, from_dict
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.models.base import CTRModel, build_model
 from ctrzip.run_config import RunConfig
@@ -49,6 +49,7 @@ def train_run(
     Raises:
         TrainingError: a split cannot be trained or evaluated on (names the split).
         ArtifactError: ``save_to`` exists and not ``overwrite``.
+        ConfigError: ``save_to`` is ``train.out_dir`` (checkpoints and artifact would mix).
     """
     from ctrzip.bench.sizes import size_report
     from ctrzip.export import check_destination, save
@@ -57,6 +58,11 @@ def train_run(
 
     tcfg = from_dict(TrainConfig, run.train, path="train")
     if save_to is not None:
+        if tcfg.out_dir and Path(save_to).resolve() == Path(tcfg.out_dir).resolve():
+            raise ConfigError(
+                f"the artifact folder {save_to} is train.out_dir, which holds the training checkpoints; "
+                f"save to {Path(tcfg.out_dir) / 'model'} (the default) or another folder"
+            )
         check_destination(save_to, overwrite)
     data = EncodedDataset.open(run.dataset)
     for name in ("valid", "test"):

@@ -214,3 +214,10 @@ def test_notes_when_nothing_is_saved_and_no_valid_split(tmp_path: Path) -> None:
     out = res.output.replace("\n", " ")
     assert "no artifact will be saved (set train.out_dir" in out
     assert "has no valid split: no early stopping or lr decay" in out
+
+
+def test_out_equal_to_out_dir_is_refused_before_training(tmp_path: Path, data: Path) -> None:
+    res = _train(_run_yaml(tmp_path, data), "--out", str(tmp_path / "run"))
+    assert res.exit_code == 2
+    assert "is train.out_dir, which holds the training checkpoints" in _one_line_error(res.output)
+    assert not (tmp_path / "run").exists()  # nothing trained
