@@ -118,7 +118,7 @@ def test_rerun_resumes_only_the_same_run_and_never_overwrites_unasked(tmp_path: 
 
     res = _train(cfg, "--overwrite", "--set", "train.epochs=2")  # a raised stop limit extends the run
     assert res.exit_code == 0, res.output
-    assert f"resuming {tmp_path / 'run'} from step 5" in res.output
+    assert f"resuming {tmp_path / 'run'} from step 5 (train.epochs 1 -> 2)" in res.output
 
     res = _train(cfg, "--fresh", "--overwrite", "--set", "train.lr=0.01")
     assert res.exit_code == 0, res.output

@@ -105,7 +105,7 @@ def test_raising_epochs_resumes_to_the_uninterrupted_result(tmp_path: Path, caps
     capsys.readouterr()
     model = _model()
     hist = Trainer(_cfg(tmp_path / "run", epochs=2)).fit(model, TRAIN, VALID)
-    assert f"resuming {tmp_path / 'run'} from step 5" in capsys.readouterr().err
+    assert f"resuming {tmp_path / 'run'} from step 5 (train.epochs 1 -> 2)\n" in capsys.readouterr().err
     assert hist.resumed_at_step == 5 and hist.steps == ref_hist.steps == 10
     ref_state, state = ref.state_dict(), model.state_dict()
     assert all(torch.equal(ref_state[k], state[k]) for k in ref_state)
@@ -115,7 +115,7 @@ def test_same_settings_resume_and_say_so(finished: Path, capsys) -> None:
     capsys.readouterr()
     # progress/device/deterministic do not change the result: they may differ
     Trainer(_cfg(finished, progress=False, deterministic=False)).fit(_model(), TRAIN, VALID)
-    assert f"resuming {finished} from step 5" in capsys.readouterr().err
+    assert f"resuming {finished} from step 5\n" in capsys.readouterr().err
 
 
 def test_fresh_start_removes_the_old_run(finished: Path) -> None:

@@ -44,7 +44,7 @@ def _logits_and_labels(
     finally:
         model.train(was_training)
     if not logits:
-        raise TrainingError(f"{name} has no rows to evaluate")
+        raise TrainingError(f"{name} has no rows")
     z = torch.cat(logits).cpu().numpy().astype(np.float64)
     y = torch.cat(labels).cpu().numpy().astype(np.float64)
     return z, y

@@ -226,7 +226,8 @@ class Trainer:
             self._last_saved = state.global_step
             if (out / ckpt.BEST).exists() and state.history.best:
                 self._best_step = state.history.best.get("step")
-            print(f"resuming {out} from step {state.global_step}", file=sys.stderr, flush=True)
+            extended = f" ({', '.join(self._extended)})" if self._extended else ""
+            print(f"resuming {out} from step {state.global_step}{extended}", file=sys.stderr, flush=True)
         elif out is not None:
             out.mkdir(parents=True, exist_ok=True)
             for name in (ckpt.METRICS, ckpt.LAST, ckpt.BEST):  # nothing of an earlier run survives
@@ -493,6 +494,11 @@ class Trainer:
     def _load_last(self, model: nn.Module, path: Path) -> _LoopState:
         tensors, meta = ckpt.load_checkpoint(path)  # CPU: RNG states must stay CPU tensors
         saved_cfg = meta.pop("config", {})
+        self._extended = [  # raised stop limits, named in the "resuming" line
+            f"train.{k} {saved_cfg[k]!r} -> {getattr(self.config, k)!r}"
+            for k in _RESUME_LIMITS
+            if k in saved_cfg and saved_cfg[k] != getattr(self.config, k)
+        ]
         saved_run = meta.pop("run", None)
         diffs = _config_diffs(saved_cfg, to_dict(self.config)) + _run_diffs(saved_run, self._run)
         diffs += _limit_diffs(saved_cfg, self.config, meta)
