@@ -221,3 +221,25 @@ def test_out_equal_to_out_dir_is_refused_before_training(tmp_path: Path, data: P
     assert res.exit_code == 2
     assert "is train.out_dir, which holds the training checkpoints" in _one_line_error(res.output)
     assert not (tmp_path / "run").exists()  # nothing trained
+
+
+def test_evaluate_bad_batch_size_and_device_are_one_line(tmp_path: Path, data: Path) -> None:
+    res = _train(_run_yaml(tmp_path, data))
+    assert res.exit_code == 0, res.output
+    base = ["evaluate", "--model", str(tmp_path / "run" / "model"), "--data", str(data)]
+    res = runner.invoke(app, [*base, "--batch-size", "0"])
+    assert res.exit_code == 2 and "--batch-size" in res.output and "Traceback" not in res.output
+    if not torch.cuda.is_available():
+        res = runner.invoke(app, [*base, "--device", "cuda"])
+        assert res.exit_code == 2
+        assert "device='cuda' but this machine has no usable CUDA" in _one_line_error(res.output)
+
+
+def test_diverging_train_is_one_line_naming_epoch_step_and_checkpoint(tmp_path: Path, data: Path) -> None:
+    cfg = _run_yaml(tmp_path, data, clip_grad_norm=None, eval_at_start=True)
+    res = _train(cfg, "--set", "train.lr=1.0e+30")
+    assert res.exit_code == 2
+    line = _one_line_error(res.output)
+    assert "training diverged" in line and "at epoch 1, step " in line
+    assert f"last finite checkpoint: {tmp_path / 'run' / 'last.pt'} (step 0)" in line
+    assert not (tmp_path / "run" / "model").exists()

@@ -301,3 +301,18 @@ def test_plateau_decay_never_raises_an_lr_below_min_lr() -> None:
     )
     hist = trainer.fit(Constant(), planted_pairs(SCHEMA, 300, seed=0), planted_pairs(SCHEMA, 100, seed=1))
     assert [r["lr"] for r in hist.epochs] == [1e-7] * 3  # before: raised to min_lr, 10x the set lr
+
+
+# ------------------------------------------------------------------ devices
+def test_unknown_device_string_is_refused_by_the_config() -> None:
+    with pytest.raises(ValueError, match="device must be auto, cpu, cuda or cuda:N, got 'gpu'"):
+        TrainConfig(device="gpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_on_a_machine_without_cuda_is_one_clear_error() -> None:
+    model = build_model("lr", SCHEMA, {}, seed=0)
+    with pytest.raises(TrainingError, match="train.device='cuda' but this machine has no usable CUDA"):
+        Trainer(TrainConfig(epochs=1, progress=False, device="cuda")).fit(model, planted_pairs(SCHEMA, 50, 0))
+    with pytest.raises(TrainingError, match="device='cuda:0' but this machine has no usable CUDA"):
+        evaluate(model, planted_pairs(SCHEMA, 50, 0), device="cuda:0")

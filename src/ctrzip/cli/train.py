@@ -67,8 +67,8 @@ def evaluate_cmd(
     model: Path = typer.Option(..., "--model", "-m", help="artifact folder written by train/compress"),
     data: Path = typer.Option(..., "--data", "-d", help="encoded dataset folder"),
     split: str = typer.Option("test", help="split to evaluate"),
-    batch_size: int = typer.Option(8192),
-    device: str = typer.Option("auto"),
+    batch_size: int = typer.Option(8192, min=1, help="rows per forward pass"),
+    device: str = typer.Option("auto", help="auto (CUDA if available), cpu, cuda or cuda:N"),
 ) -> None:
     """Evaluate a saved model (AUC, logloss) and print its size."""
     from ctrzip.bench.sizes import format_size_report, size_report

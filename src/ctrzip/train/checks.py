@@ -77,3 +77,26 @@ def nonfinite_tensors(model: nn.Module, limit: int = 3) -> list[str]:
         return []
     ok = torch.stack([torch.isfinite(t.detach()).all() for _, t in named]).cpu()
     return [name for (name, _), good in zip(named, ok.tolist(), strict=True) if not good][:limit]
+
+
+def check_device(device: str | torch.device, setting: str) -> torch.device:
+    """Resolve ``device`` (``auto`` -> CUDA if available) and refuse one this machine lacks.
+
+    Raises:
+        TrainingError: naming ``setting``, for an unknown device string or CUDA without CUDA.
+    """
+    from ctrzip.data.loader import resolve_device
+
+    try:
+        dev = resolve_device(device)
+    except (RuntimeError, ValueError):
+        raise TrainingError(f"{setting}={device!r} is not a device (auto, cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(
+            f"{setting}={device!r} but this machine has no usable CUDA (torch {torch.__version__}); "
+            "use auto or cpu"
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise TrainingError(f"{setting}={device!r} but this machine has {count} CUDA device(s)")
+    return dev

@@ -10,9 +10,9 @@ from torch import nn
 
 from ctrzip.data.batch import Batch
 from ctrzip.data.dataset import SplitArrays
-from ctrzip.data.loader import BatchLoader, resolve_device
+from ctrzip.data.loader import BatchLoader
 from ctrzip.errors import TrainingError
-from ctrzip.train.checks import check_labels
+from ctrzip.train.checks import check_device, check_labels
 from ctrzip.train.metrics import auc, logloss
 
 EvalData = SplitArrays | BatchLoader | Iterable[Batch]
@@ -31,7 +31,7 @@ def iter_batches(data: EvalData, batch_size: int, device: torch.device) -> Itera
 def _logits_and_labels(
     model: nn.Module, data: EvalData, batch_size: int, device: str | torch.device, name: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    dev = resolve_device(device)
+    dev = check_device(device, "device")
     model.to(dev)
     was_training = model.training
     model.eval()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import torch
+
 
 @dataclass
 class TrainConfig:
@@ -80,10 +82,22 @@ class TrainConfig:
             or self.eval_every_steps >= 1,
             "max_steps must be >= 1 or null": self.max_steps is None or self.max_steps >= 1,
             "amp must be off, bf16 or fp16": self.amp in ("off", "bf16", "fp16"),
+            f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}": _is_device(self.device),
         }
         bad = [msg for msg, ok in checks.items() if not ok]
         if bad:
             raise ValueError("; ".join(bad))
+
+
+def _is_device(name: str) -> bool:
+    """``auto`` or a string ``torch.device`` accepts (availability is checked when training)."""
+    if name == "auto":
+        return True
+    try:
+        torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        return False
+    return True
 
 
 @dataclass

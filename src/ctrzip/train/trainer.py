@@ -34,12 +34,13 @@ from torch import Tensor, nn
 
 from ctrzip.config import to_dict
 from ctrzip.data.dataset import SplitArrays
-from ctrzip.data.loader import BatchLoader, resolve_device
+from ctrzip.data.loader import BatchLoader
 from ctrzip.errors import TrainingError
 from ctrzip.nn.embedding.field import FieldEmbedding
 from ctrzip.train import checkpoint as ckpt
 from ctrzip.train.checks import (
     check_both_classes,
+    check_device,
     check_rows,
     has_batch_norm,
     nonfinite_tensors,
@@ -140,7 +141,7 @@ class Trainer:
         """
         cfg = self.config
         self._preflight(model, train, valid)
-        device = resolve_device(cfg.device)
+        device = check_device(cfg.device, "train.device")
         model.to(device)
         frozen = self._freeze(model, trainable)
         prev = (
