@@ -133,10 +133,10 @@ def test_same_config_and_seed_give_bit_identical_weights(tmp_path: Path, data: P
         out = tmp_path / f"run{i}"
         res = _train(_run_yaml(tmp_path, data, f"r{i}.yaml", seed=seed, out_dir=str(out)))
         assert res.exit_code == 0, res.output
-        arts.append(load_file(out / "model" / "model.safetensors"))
-    assert arts[0].keys() == arts[1].keys()
-    assert all(torch.equal(arts[0][k], arts[1][k]) for k in arts[0])
-    assert not all(torch.equal(arts[0][k], arts[2][k]) for k in arts[0])  # the seed does matter
+        arts.append(out / "model")
+    assert _files(arts[0]) == _files(arts[1])  # every artifact file, checksums included
+    a, c = load_file(arts[0] / "model.safetensors"), load_file(arts[2] / "model.safetensors")
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # the seed does matter
 
     states = []
     for i in range(2):  # the Python API: the same workflow function, twice

@@ -44,3 +44,12 @@ def test_save_refuses_a_non_empty_folder_and_a_file(tmp_path, tiny_schema) -> No
 def test_check_destination_only_reads(tmp_path) -> None:
     assert check_destination(tmp_path / "new") == tmp_path / "new"
     assert not (tmp_path / "new").exists()
+
+
+def test_same_model_saves_to_the_same_bytes(tmp_path, tiny_schema) -> None:
+    model = _model(tiny_schema, 0)
+    files = []
+    for i in range(6):  # two metadata keys came out in either order: 6 saves agree by chance 1/32
+        save(tmp_path / str(i), model)
+        files.append({p.name: p.read_bytes() for p in sorted((tmp_path / str(i)).iterdir())})
+    assert all(f == files[0] for f in files)  # checksums.json included: reproducible artifacts

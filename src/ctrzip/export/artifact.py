@@ -126,7 +126,11 @@ def save(
     _atomic_write(path / "schema.json", json.dumps(model.schema.to_dict(), indent=2).encode())
     tmp = path / "model.safetensors.tmp"
     save_file(
-        _state_for_saving(model), str(tmp), metadata={"format": "ctrzip", "version": str(FORMAT_VERSION)}
+        # one metadata key: safetensors writes a dict's keys in a per-process random order, and
+        # the same model must give the same bytes (and checksums) every time
+        _state_for_saving(model),
+        str(tmp),
+        metadata={"format": f"ctrzip/{FORMAT_VERSION}"},
     )
     os.replace(tmp, path / "model.safetensors")
     sums = {name: _sha256(path / name) for name in _FILES}
