@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ctrzip.config import from_dict
+from ctrzip.config import ConfigError, from_dict
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.models.base import CTRModel, build_model
 from ctrzip.run_config import RunConfig
@@ -21,20 +23,64 @@ class RunResult:
     artifact: Path | None
 
 
-def train_run(run: RunConfig, *, save_to: str | Path | None = None) -> RunResult:
-    """Train ``run.model`` on ``run.dataset``, evaluate valid/test, optionally save an artifact."""
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def train_run(
+    run: RunConfig,
+    *,
+    save_to: str | Path | None = None,
+    overwrite: bool = False,
+    log: Callable[[str], None] = _stderr,
+) -> RunResult:
+    """Train ``run.model`` on ``run.dataset``, evaluate valid/test, optionally save an artifact.
+
+    The model is initialized from ``train.seed`` (same run file and seed -> bit-identical
+    weights on CPU). Everything that would fail after training fails before it: an empty
+    train split, a valid or test split without both classes, an existing ``save_to``.
+
+    Args:
+        run: the parsed run file.
+        save_to: artifact folder, or None to save nothing.
+        overwrite: replace an existing artifact at ``save_to``.
+        log: receives one-line notes (a missing valid split); stderr by default.
+
+    Raises:
+        TrainingError: a split cannot be trained or evaluated on (names the split).
+        ArtifactError: ``save_to`` exists and not ``overwrite``.
+        ConfigError: ``save_to`` is ``train.out_dir`` (checkpoints and artifact would mix).
+    """
     from ctrzip.compression.sizes import size_report
-    from ctrzip.export import save
+    from ctrzip.export import check_destination, save
+    from ctrzip.train.checks import check_both_classes
     from ctrzip.train.trainer import TrainConfig, Trainer, evaluate
 
-    data = EncodedDataset.open(run.dataset)
-    model = build_model(run.model.name, data.schema, run.model.params, source="model")
     tcfg = from_dict(TrainConfig, run.train, path="train")
+    if save_to is not None:
+        if tcfg.out_dir and Path(save_to).resolve() == Path(tcfg.out_dir).resolve():
+            raise ConfigError(
+                f"the artifact folder {save_to} is train.out_dir, which holds the training checkpoints; "
+                f"save to {Path(tcfg.out_dir) / 'model'} (the default) or another folder"
+            )
+        check_destination(save_to, overwrite)
+    data = EncodedDataset.open(run.dataset)
+    for name in ("valid", "test"):
+        if name in data.splits:
+            check_both_classes(data[name], f"{data.root}: {name} split")
+    if "valid" not in data.splits:
+        log(
+            f"note: {data.root} has no valid split: no early stopping or lr decay "
+            "(train.early_stop_patience, train.lr_patience); the last epoch's weights are kept"
+        )
+    model = build_model(run.model.name, data.schema, run.model.params, source="model", seed=tcfg.seed)
     history = Trainer(tcfg).fit(model, data["train"], data.splits.get("valid"))
     metrics = {
-        name: evaluate(model, data[name], batch_size=max(tcfg.batch_size, 8192), device=tcfg.device)
+        name: evaluate(
+            model, data[name], batch_size=max(tcfg.batch_size, 8192), device=tcfg.device, name=f"{name} split"
+        )
         for name in ("valid", "test")
         if name in data.splits
     }
-    artifact = save(save_to, model, extra={"metrics": metrics}) if save_to else None
+    artifact = save(save_to, model, extra={"metrics": metrics}, overwrite=overwrite) if save_to else None
     return RunResult(model, metrics, size_report(model), history, artifact)

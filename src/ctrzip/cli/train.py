@@ -19,9 +19,27 @@ def train_cmd(
     config: Path = typer.Option(..., "--config", "-c", help="run YAML: dataset, model, train sections"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="override, e.g. train.lr=1e-4"),  # noqa: UP045
     out: Optional[Path] = typer.Option(None, "--out", help="artifact folder (default: train.out_dir/model)"),  # noqa: UP045
+    fresh: bool = typer.Option(
+        False,
+        "--fresh",
+        help="start over even if train.out_dir holds a saved run (same as train.resume=false)",
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="replace an existing artifact at the output folder"
+    ),
 ) -> None:
-    """Train a model from a run file, evaluate it on valid/test and save an artifact."""
+    """Train a model from a run file, evaluate it on valid/test and save an artifact.
+
+    A rerun resumes the run saved in train.out_dir ("resuming DIR from step N") only if it is the same run.
+
+    Other settings, model or data stop it, naming what differs; --fresh starts over instead.
+
+    Raising train.epochs or train.max_steps extends a saved run.
+
+    An existing artifact is never replaced without --overwrite.
+    """
     from ctrzip.compression.sizes import format_size_report
+    from ctrzip.errors import UserError
     from ctrzip.run_config import parse_run_config
     from ctrzip.workflow import train_run
 
@@ -29,9 +47,16 @@ def train_cmd(
         run = parse_run_config(read_config(config, set_), source=str(config))
     except (ConfigError, KeyError) as err:
         raise fail(str(err)) from None
+    if fresh:
+        run.train["resume"] = False
     out_dir = run.train.get("out_dir")
     save_to = out or (Path(out_dir) / "model" if out_dir else None)
-    result = train_run(run, save_to=save_to)
+    if save_to is None:
+        console.print("note: no artifact will be saved (set train.out_dir in the run file or pass --out)")
+    try:
+        result = train_run(run, save_to=save_to, overwrite=overwrite)
+    except (UserError, KeyError, FileNotFoundError) as err:
+        raise fail(_message(err)) from None
     print_table("metrics", [{"split": k, **v} for k, v in result.metrics.items()])
     console.print(format_size_report(result.sizes))
     if result.artifact:
@@ -42,12 +67,13 @@ def evaluate_cmd(
     model: Path = typer.Option(..., "--model", "-m", help="artifact folder written by train/compress"),
     data: Path = typer.Option(..., "--data", "-d", help="encoded dataset folder"),
     split: str = typer.Option("test", help="split to evaluate"),
-    batch_size: int = typer.Option(8192),
-    device: str = typer.Option("auto"),
+    batch_size: int = typer.Option(8192, min=1, help="rows per forward pass"),
+    device: str = typer.Option("auto", help="auto (CUDA if available), cpu, cuda or cuda:N"),
 ) -> None:
     """Evaluate a saved model (AUC, logloss) and print its size."""
     from ctrzip.compression.sizes import format_size_report, size_report
     from ctrzip.data.dataset import EncodedDataset
+    from ctrzip.errors import UserError
     from ctrzip.export import ArtifactError, load
     from ctrzip.train.trainer import evaluate
 
@@ -56,8 +82,15 @@ def evaluate_cmd(
         ds = EncodedDataset.open(data)
         if ds.schema.to_dict()["fields"] != net.schema.to_dict()["fields"]:
             raise fail(f"{data}: its feature map differs from the model's schema")
-        metrics = evaluate(net, ds[split], batch_size=batch_size, device=device)
-    except (ArtifactError, FileNotFoundError, KeyError) as err:
-        raise fail(str(err)) from None
+        metrics = evaluate(
+            net, ds[split], batch_size=batch_size, device=device, name=f"{data}: {split} split"
+        )
+    except (UserError, ArtifactError, FileNotFoundError, KeyError) as err:
+        raise fail(_message(err)) from None
     print_table(f"{model} on {data}:{split}", [metrics])
     console.print(format_size_report(size_report(net)))
+
+
+def _message(err: Exception) -> str:
+    """The error's text (a ``KeyError``'s without the quotes ``str`` adds)."""
+    return str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)

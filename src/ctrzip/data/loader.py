@@ -37,6 +37,8 @@ class BatchLoader:
         device: where batches go (``"auto"``, ``"cpu"``, ``"cuda"``); pinned memory on CUDA.
         block_batches: batches per shuffle block.
         drop_last: drop a final partial batch.
+        merge_single_last: append a final batch of one row to the batch before it (for
+            training: BatchNorm cannot normalize one row); every row is still served.
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class BatchLoader:
         device: str | torch.device = "cpu",
         block_batches: int = 32,
         drop_last: bool = False,
+        merge_single_last: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -58,11 +61,19 @@ class BatchLoader:
         self.device = resolve_device(device)
         self.block_rows = batch_size * max(1, block_batches)
         self.drop_last = drop_last
+        self.merge_single_last = merge_single_last
         self.epoch = 0
+
+    def _merges(self) -> bool:
+        """True when this epoch's last batch has one row and joins the one before it."""
+        n, bs = len(self.split), self.batch_size
+        return self.merge_single_last and not self.drop_last and bs > 1 and n > 1 and n % bs == 1
 
     def __len__(self) -> int:
         n = len(self.split)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        if self.drop_last or self._merges():
+            return n // self.batch_size
+        return math.ceil(n / self.batch_size)
 
     @property
     def num_rows(self) -> int:
@@ -90,8 +101,24 @@ class BatchLoader:
                        np.asarray(self.split.label[s:e])[perm])  # fmt: skip
 
     def __iter__(self) -> Iterator[Batch]:
-        rng = np.random.default_rng(self.seed + self.epoch) if self.shuffle else None
         pin = self.device.type == "cuda"
+        if not self._merges():
+            for part in self._cpu_batches():
+                yield self._emit(*part, pin)
+            return
+        pending = None  # one batch of lookahead: only the last batch can have one row (bs > 1)
+        for part in self._cpu_batches():
+            if pending is not None:
+                if len(part[2]) == 1:
+                    part = tuple(torch.cat([a, b]) for a, b in zip(pending, part, strict=True))
+                else:
+                    yield self._emit(*pending, pin)
+            pending = part
+        if pending is not None:
+            yield self._emit(*pending, pin)
+
+    def _cpu_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        rng = np.random.default_rng(self.seed + self.epoch) if self.shuffle else None
         bs = self.batch_size
         carry: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         for sp, de, la in self._blocks(rng):
@@ -103,12 +130,12 @@ class BatchLoader:
             full = (len(la) // bs) * bs
             tsp, tde, tla = torch.from_numpy(sp), torch.from_numpy(de), torch.from_numpy(la)
             for i in range(0, full, bs):
-                yield self._emit(tsp[i : i + bs], tde[i : i + bs], tla[i : i + bs], pin)
+                yield tsp[i : i + bs], tde[i : i + bs], tla[i : i + bs]
             if full < len(la):
                 carry = [(sp[full:], de[full:], la[full:])]
         if carry and not self.drop_last:
             sp, de, la = carry[0]
-            yield self._emit(torch.from_numpy(sp), torch.from_numpy(de), torch.from_numpy(la), pin)
+            yield torch.from_numpy(sp), torch.from_numpy(de), torch.from_numpy(la)
 
     def _emit(self, sp: torch.Tensor, de: torch.Tensor, la: torch.Tensor, pin: bool) -> Batch:
         batch = Batch(sp, de, la)

@@ -77,9 +77,43 @@ def _state_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def save(path: str | Path, model: CTRModel, extra: dict[str, Any] | None = None) -> Path:
-    """Write ``model`` to folder ``path`` (created; files replaced atomically one by one)."""
+def check_destination(path: str | Path, overwrite: bool = False) -> Path:
+    """Refuse to write an artifact over an existing one (or any non-empty folder or a file).
+
+    Args:
+        path: the artifact folder about to be written.
+        overwrite: allow replacing an existing folder's artifact files.
+
+    Raises:
+        ArtifactError: ``path`` is a file, or an existing non-empty folder and not ``overwrite``.
+    """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ArtifactError(f"{path}: exists and is a file, not an artifact folder; choose another path")
+    if not overwrite and path.is_dir() and any(path.iterdir()):
+        what = "an artifact" if (path / "manifest.json").exists() else "a non-empty folder"
+        raise ArtifactError(
+            f"{path}: already exists ({what}); pass --overwrite (overwrite=True in Python) to "
+            "replace it, or choose another path"
+        )
+    return path
+
+
+def save(
+    path: str | Path, model: CTRModel, extra: dict[str, Any] | None = None, *, overwrite: bool = False
+) -> Path:
+    """Write ``model`` to folder ``path`` (created; files replaced atomically one by one).
+
+    Args:
+        path: the artifact folder.
+        model: the (possibly compressed) model.
+        extra: JSON-able data stored under ``manifest["extra"]``.
+        overwrite: replace an existing artifact (or write into a non-empty folder).
+
+    Raises:
+        ArtifactError: ``path`` already holds an artifact or other files and not ``overwrite``.
+    """
+    path = check_destination(path, overwrite)
     try:  # a module reading a table that is gone would save without the tensors it needs
         relink_all(model)
     except (TypeError, ValueError) as err:
@@ -101,7 +135,11 @@ def save(path: str | Path, model: CTRModel, extra: dict[str, Any] | None = None)
     _atomic_write(path / "schema.json", json.dumps(model.schema.to_dict(), indent=2).encode())
     tmp = path / "model.safetensors.tmp"
     save_file(
-        _state_for_saving(model), str(tmp), metadata={"format": "ctrzip", "version": str(FORMAT_VERSION)}
+        # one metadata key: safetensors writes a dict's keys in a per-process random order, and
+        # the same model must give the same bytes (and checksums) every time
+        _state_for_saving(model),
+        str(tmp),
+        metadata={"format": f"ctrzip/{FORMAT_VERSION}"},
     )
     os.replace(tmp, path / "model.safetensors")
     sums = {name: _sha256(path / name) for name in _FILES}

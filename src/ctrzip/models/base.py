@@ -104,8 +104,16 @@ def build_model(
     schema: FeatureSchema,
     params: dict[str, Any] | ModelConfig | None = None,
     source: str | None = None,
+    *,
+    seed: int | None = None,
 ) -> CTRModel:
-    """Build a registered model from a (strictly checked) params dict or config."""
+    """Build a registered model from a (strictly checked) params dict or config.
+
+    Args:
+        seed: initialize the weights from ``torch.manual_seed(seed)`` (the global generator's
+            state is left as it was), so the same seed gives bit-identical initial weights;
+            None draws from the global generator.
+    """
     import ctrzip.models  # noqa: F401  (registers the zoo)
 
     cls = MODELS.get(name)
@@ -113,4 +121,8 @@ def build_model(
         cfg = params
     else:
         cfg = from_dict(cls.config_class, dict(params or {}), source=source, path="model")
-    return cls(schema, cfg)
+    if seed is None:
+        return cls(schema, cfg)
+    with torch.random.fork_rng(devices=[]):  # weights are created on the CPU
+        torch.manual_seed(seed)
+        return cls(schema, cfg)

@@ -10,7 +10,9 @@ from torch import nn
 
 from ctrzip.data.batch import Batch
 from ctrzip.data.dataset import SplitArrays
-from ctrzip.data.loader import BatchLoader, resolve_device
+from ctrzip.data.loader import BatchLoader
+from ctrzip.errors import TrainingError
+from ctrzip.train.checks import check_device, check_labels
 from ctrzip.train.metrics import auc, logloss
 
 EvalData = SplitArrays | BatchLoader | Iterable[Batch]
@@ -27,9 +29,9 @@ def iter_batches(data: EvalData, batch_size: int, device: torch.device) -> Itera
 
 
 def _logits_and_labels(
-    model: nn.Module, data: EvalData, batch_size: int, device: str | torch.device
+    model: nn.Module, data: EvalData, batch_size: int, device: str | torch.device, name: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    dev = resolve_device(device)
+    dev = check_device(device, "device")
     model.to(dev)
     was_training = model.training
     model.eval()
@@ -42,7 +44,7 @@ def _logits_and_labels(
     finally:
         model.train(was_training)
     if not logits:
-        raise ValueError("no batches to evaluate")
+        raise TrainingError(f"{name} has no rows")
     z = torch.cat(logits).cpu().numpy().astype(np.float64)
     y = torch.cat(labels).cpu().numpy().astype(np.float64)
     return z, y
@@ -72,14 +74,31 @@ def predict(
         batch_size: rows per forward when ``data`` is a split.
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``...
     """
-    z, _ = _logits_and_labels(model, data, batch_size, device)
+    z, _ = _logits_and_labels(model, data, batch_size, device, "the data to predict")
     return _sigmoid(z)
 
 
 def evaluate(
-    model: nn.Module, data: EvalData, *, batch_size: int = 8192, device: str | torch.device = "auto"
+    model: nn.Module,
+    data: EvalData,
+    *,
+    batch_size: int = 8192,
+    device: str | torch.device = "auto",
+    name: str | None = None,
 ) -> dict[str, float]:
-    """``{"auc", "logloss", "n"}`` of ``model`` on ``data`` (see ``predict`` for arguments)."""
-    z, y = _logits_and_labels(model, data, batch_size, device)
+    """``{"auc", "logloss", "n"}`` of ``model`` on ``data`` (see ``predict`` for arguments).
+
+    Args:
+        name: what ``data`` is (e.g. ``"data/enc: test split"``), for error messages.
+
+    Raises:
+        TrainingError: ``data`` has no rows, or only one class (AUC is undefined); the
+            message names ``name``. Splits are checked before the model runs.
+    """
+    name = name or "the evaluated data"
+    if isinstance(data, SplitArrays):
+        check_labels(np.asarray(data.label), name)
+    z, y = _logits_and_labels(model, data, batch_size, device, name)
+    check_labels(y, name)
     p = _sigmoid(z)
     return {"auc": auc(y, z), "logloss": logloss(y, p), "n": float(y.size)}

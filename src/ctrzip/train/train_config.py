@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import torch
+
 
 @dataclass
 class TrainConfig:
@@ -18,19 +20,25 @@ class TrainConfig:
         weight_l2: L2 strength on all other parameters (FuxiCTR ``net_regularizer``).
         lr_decay: factor applied to the lr after ``lr_patience`` evaluations without improvement.
         lr_patience: evaluations without validation-AUC improvement before each decay.
-        min_lr: floor of the decayed lr.
+        min_lr: floor of the decayed lr (an lr already below it is left as it is, not raised).
         clip_grad_norm: max global gradient norm, or None for no clipping.
         early_stop_patience: evaluations (= epochs unless ``eval_every_steps``) without
             improvement before stopping.
         eval_every_steps: extra validation every this many steps (None = once per epoch).
         eval_at_start: validate the starting model too, as a candidate for the best state, so
-            a fine-tune of a trained model never ends worse on validation than where it began.
+            a fine-tune of a trained model never ends worse on validation than where it began
+            (needs validation data: ``TrainingError`` without it).
         max_steps: stop after this many optimizer steps in total.
-        amp: ``bf16`` / ``fp16`` autocast on CUDA (fp16 with a GradScaler); ignored on CPU.
-        seed: seeds torch (dropout) and the batch order (epoch ``e`` uses ``seed + e``).
+        amp: ``bf16`` / ``fp16`` autocast on CUDA (fp16 with a GradScaler); on CPU a warning
+            says it trains in float32 instead.
+        seed: seeds torch (dropout) and the batch order (epoch ``e`` uses ``seed + e``);
+            ``ctrzip train`` also builds the model from it (``build_model(..., seed=)``).
         device: ``auto``, ``cpu``, ``cuda``...
         out_dir: folder for ``best.pt``, ``last.pt`` (resume state) and ``metrics.jsonl``.
-        resume: continue from ``out_dir/last.pt`` if present.
+        resume: continue from ``out_dir/last.pt`` if present and written by the same run
+            (same model, training rows and settings; ``epochs``/``max_steps`` may be raised),
+            else ``TrainingError`` naming what differs. False starts over, deleting the
+            checkpoints and metrics log found in ``out_dir``.
         shuffle: shuffle training batches.
         progress: draw a progress bar with samples/s and ETA.
         deterministic: deterministic kernels on CPU (same seed -> same weights).
@@ -74,10 +82,22 @@ class TrainConfig:
             or self.eval_every_steps >= 1,
             "max_steps must be >= 1 or null": self.max_steps is None or self.max_steps >= 1,
             "amp must be off, bf16 or fp16": self.amp in ("off", "bf16", "fp16"),
+            f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}": _is_device(self.device),
         }
         bad = [msg for msg, ok in checks.items() if not ok]
         if bad:
             raise ValueError("; ".join(bad))
+
+
+def _is_device(name: str) -> bool:
+    """``auto`` or a string ``torch.device`` accepts (availability is checked when training)."""
+    if name == "auto":
+        return True
+    try:
+        torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        return False
+    return True
 
 
 @dataclass

@@ -9,11 +9,19 @@ regularizer: ``embedding_l2 / 2 * sum ||W||^2`` over every trainable parameter u
 ``FieldEmbedding`` (whole tables, not only the rows in the batch; first-order tables
 included) and ``weight_l2 / 2 * sum ||theta||^2`` over every other trainable parameter,
 biases included. Both are added to the mean BCE loss every step.
+
+Guards (each a ``TrainingError`` naming the split or setting): an empty training split, a
+validation split without both classes, BatchNorm with a one-row batch (a one-row final
+training batch is merged into the batch before it), resuming a run whose saved settings
+differ, and a non-finite loss or weights (training stops; nothing non-finite is checkpointed
+or returned).
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -26,10 +34,19 @@ from torch import Tensor, nn
 
 from ctrzip.config import to_dict
 from ctrzip.data.dataset import SplitArrays
-from ctrzip.data.loader import BatchLoader, resolve_device
+from ctrzip.data.loader import BatchLoader
+from ctrzip.errors import TrainingError
 from ctrzip.nn.embedding.field import FieldEmbedding
 from ctrzip.progress import ProgressBars
 from ctrzip.train import checkpoint as ckpt
+from ctrzip.train.checks import (
+    check_both_classes,
+    check_device,
+    check_rows,
+    has_batch_norm,
+    nonfinite_tensors,
+    split_labels,
+)
 from ctrzip.train.evaluation import EvalData, evaluate, predict
 from ctrzip.train.train_config import History, TrainConfig
 
@@ -37,6 +54,11 @@ __all__ = ["History", "TrainConfig", "Trainer", "evaluate", "predict"]
 
 Trainable = Callable[[str, nn.Parameter], bool]
 _MIN_DELTA = 1e-6  # an AUC gain below this is not an improvement (FuxiCTR's min_delta)
+# TrainConfig fields that may differ when resuming: they change neither the trajectory nor
+# the result (where to print, where it runs), or only say when to stop (checked separately).
+_RESUME_FREE = frozenset({"progress", "out_dir", "resume", "device", "deterministic"})
+_RESUME_LIMITS = ("epochs", "max_steps")
+_CUDA_CHECK_EVERY = 32  # steps between loss checks on CUDA (one host sync each); every step on CPU
 
 
 @dataclass
@@ -101,9 +123,25 @@ class Trainer:
             valid: validation split / loader / batches; None disables early stopping.
             trainable: ``trainable(fqn, param) -> False`` freezes that parameter for this fit
                 (``requires_grad`` restored afterwards) and keeps it out of the optimizer.
+
+        With ``config.out_dir`` and ``config.resume``, an existing ``out_dir/last.pt`` is
+        resumed (printing ``resuming DIR from step N``) only if it was written by the same run:
+        same model, same number of training rows and the same ``TrainConfig`` except
+        ``progress``/``device``/``deterministic`` and the stop limits ``epochs``/``max_steps``,
+        which may be raised (the result then equals an uninterrupted run with the new limits).
+
+        Raises:
+            TrainingError: before training, for an empty training split, a validation split
+                without both classes, ``eval_at_start`` without validation data, a loader whose
+                batch size or shuffling disagrees with the config, BatchNorm with fewer than 2
+                rows per batch, or a saved run that differs from this one; during training, at
+                the first non-finite loss or weights (naming epoch, step and the last finite
+                checkpoint; nothing non-finite is saved, and the model is reset to the best
+                finite weights when there are any).
         """
         cfg = self.config
-        device = resolve_device(cfg.device)
+        self._preflight(model, train, valid)
+        device = check_device(cfg.device, "train.device")
         model.to(device)
         frozen = self._freeze(model, trainable)
         prev = (
@@ -121,6 +159,30 @@ class Trainer:
             if switch:
                 torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
 
+    def _preflight(self, model: nn.Module, train: Any, valid: Any) -> None:
+        """Refuse, before any work, what would fail later or quietly ignore a setting."""
+        cfg = self.config
+        check_rows(train, "train split")
+        if valid is not None:
+            check_both_classes(valid, "validation split")
+        elif cfg.eval_at_start:
+            raise TrainingError("train.eval_at_start needs a validation split; pass one or set it to false")
+        if isinstance(train, BatchLoader):
+            for key in ("batch_size", "shuffle"):
+                if getattr(train, key) != getattr(cfg, key):
+                    raise TrainingError(
+                        f"the training BatchLoader has {key}={getattr(train, key)!r} but train.{key} is "
+                        f"{getattr(cfg, key)!r}; make them equal or pass the split itself"
+                    )
+        if has_batch_norm(model):
+            labels = split_labels(train)
+            rows = len(labels) if labels is not None else None
+            if cfg.batch_size < 2 or (rows is not None and rows < 2):
+                raise TrainingError(
+                    f"the model has BatchNorm, which needs at least 2 rows per training batch; got "
+                    f"train.batch_size={cfg.batch_size} and {rows} training rows"
+                )
+
     @staticmethod
     def _freeze(model: nn.Module, trainable: Trainable | None) -> list[nn.Parameter]:
         frozen = []
@@ -136,7 +198,13 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         loader = train
         if isinstance(train, SplitArrays):
-            loader = BatchLoader(train, cfg.batch_size, shuffle=cfg.shuffle, seed=cfg.seed, device=device)
+            loader = BatchLoader(  # merge: a one-row last batch would break BatchNorm
+                train, cfg.batch_size, shuffle=cfg.shuffle, seed=cfg.seed, device=device,
+                merge_single_last=True,
+            )  # fmt: skip
+        elif isinstance(train, BatchLoader) and not train.merge_single_last:
+            loader = copy.copy(train)  # the caller's loader stays as it is
+            loader.merge_single_last = True
         if isinstance(valid, SplitArrays):
             valid = BatchLoader(valid, max(cfg.batch_size, 8192), shuffle=False, device=device)
         self._emb_params, self._net_params = split_embedding_params(model)
@@ -149,16 +217,28 @@ class Trainer:
         out = Path(cfg.out_dir) if cfg.out_dir else None
         state = _LoopState()
         self._best_state: dict[str, Tensor] | None = None
+        self._best_step: int | None = None
+        self._last_saved: int | None = None  # global step of the last (finite) last.pt
+        self._recent: list[tuple[Tensor, int, int, int]] = []  # (loss, epoch, step in epoch, step)
+        self._run = _run_identity(model, loader)
         if out is not None and cfg.resume and (out / ckpt.LAST).exists():
             state = self._load_last(model, out / ckpt.LAST)
             state.history.resumed_at_step = state.global_step
+            self._last_saved = state.global_step
+            if (out / ckpt.BEST).exists() and state.history.best:
+                self._best_step = state.history.best.get("step")
+            extended = f" ({', '.join(self._extended)})" if self._extended else ""
+            print(f"resuming {out} from step {state.global_step}{extended}", file=sys.stderr, flush=True)
         elif out is not None:
             out.mkdir(parents=True, exist_ok=True)
-            (out / ckpt.METRICS).unlink(missing_ok=True)
+            for name in (ckpt.METRICS, ckpt.LAST, ckpt.BEST):  # nothing of an earlier run survives
+                (out / name).unlink(missing_ok=True)
         self._rng_at_step = ckpt.rng_state()
         try:
             with ProgressBars(cfg.progress) as bar:
                 self._loop(model, loader, valid, state, out, bar)
+        except _Diverged as err:  # last.pt keeps the last finite state: do not overwrite it
+            raise TrainingError(self._diverged_message(model, out, err)) from None
         except BaseException:
             if out is not None:  # keep the last completed step so the run can resume
                 try:
@@ -169,6 +249,25 @@ class Trainer:
         self._restore_best(model, out)
         state.history.steps = state.global_step
         return state.history
+
+    def _diverged_message(self, model: nn.Module, out: Path | None, err: _Diverged) -> str:
+        """One line: where it diverged, what to change, where the last finite state is."""
+        where = f"epoch {err.epoch}, step {err.step_in_epoch} (step {err.step} in all)"
+        msg = f"training diverged: {err.what} at {where} with lr {err.lr:g}; lower train.lr"
+        if self.config.clip_grad_norm is None:
+            msg += " or set train.clip_grad_norm"
+        if out is not None and self._last_saved is not None:
+            msg += f"; last finite checkpoint: {out / ckpt.LAST} (step {self._last_saved})"
+        elif out is not None:
+            msg += f"; no checkpoint was written to {out} before it (no evaluation finished)"
+        else:
+            msg += "; no checkpoint was written (train.out_dir is not set)"
+        if self._best_step is not None:
+            self._restore_best(model, out)
+            msg += f"; the model holds the best finite weights (step {self._best_step})"
+        else:
+            msg += "; the model's weights are not usable"
+        return msg
 
     def _amp_setup(self, device: torch.device) -> tuple[Callable[[], Any], Any]:
         amp = self.config.amp
@@ -190,6 +289,8 @@ class Trainer:
     ) -> None:
         cfg = self.config
         steps_per_epoch = len(loader)
+        self._loader = loader
+        self._has_bn = has_batch_norm(model)
         device = rec_device(model)
         if cfg.eval_at_start and valid is not None and st.global_step == 0 and not st.history.epochs:
             st.pending_eval = True  # step 0: the starting model competes for "best"
@@ -206,11 +307,22 @@ class Trainer:
             )
             model.train()
             t0 = time.perf_counter()
+            ran = False
+            check_every = 1 if device.type == "cpu" else _CUDA_CHECK_EVERY
             for batch in itertools.islice(iter(loader), st.step_in_epoch, None):
+                ran = True
+                if len(batch) < 2 and model.training and self._has_bn:
+                    raise TrainingError(
+                        f"epoch {st.epoch + 1}, step {st.step_in_epoch + 1}: a training batch of "
+                        f"{len(batch)} row reached BatchNorm, which needs at least 2 rows per batch"
+                    )
                 loss = self._step(model, batch.to(device))
+                self._recent.append((loss, st.epoch + 1, st.step_in_epoch + 1, st.global_step + 1))
                 st.pending_eval = self._count_step(st, loss, len(batch), steps_per_epoch)
                 self._rng_at_step = ckpt.rng_state()
                 bar.advance(task)
+                if len(self._recent) >= check_every:
+                    self._check_losses()
                 if st.pending_eval:
                     st.train_seconds += time.perf_counter() - t0
                     self._evaluate_and_save(model, valid, st, out, bar)
@@ -218,6 +330,33 @@ class Trainer:
                     t0 = time.perf_counter()
                     if self._done(st) or st.step_in_epoch == 0:
                         break
+            if not ran:  # an epoch without batches would never advance the epoch counter
+                raise TrainingError(
+                    f"the training data yielded no batches in epoch {st.epoch + 1} (from batch "
+                    f"{st.step_in_epoch}, {steps_per_epoch} per epoch); check the train split and loader"
+                )
+
+    def _check_losses(self) -> None:
+        """Raise ``_Diverged`` at the first non-finite loss since the last check (one sync)."""
+        recent, self._recent = self._recent, []
+        if not recent:
+            return
+        finite = torch.isfinite(torch.stack([r[0] for r in recent])).tolist()
+        for (loss, epoch, in_epoch, step), ok in zip(recent, finite, strict=True):
+            if not ok:
+                lr = self.optimizer.param_groups[0]["lr"]
+                raise _Diverged(f"the loss is {float(loss)}", epoch, in_epoch, step, lr)
+
+    def _check_weights(self, model: nn.Module, st: _LoopState) -> None:
+        """Raise ``_Diverged`` if any weight is non-finite (before evaluating or checkpointing)."""
+        self._check_losses()
+        bad = nonfinite_tensors(model)
+        if bad:
+            epoch = st.epoch if st.step_in_epoch == 0 else st.epoch + 1
+            in_epoch = st.step_in_epoch or (len(self._loader) if st.global_step else 0)
+            lr = self.optimizer.param_groups[0]["lr"]
+            what = f"weights {', '.join(bad)} became non-finite"
+            raise _Diverged(what, epoch, in_epoch, st.global_step, lr)
 
     def _count_step(self, st: _LoopState, loss: Tensor, rows: int, steps_per_epoch: int) -> bool:
         """Advance the counters by one finished step; True if an evaluation is due now."""
@@ -287,6 +426,7 @@ class Trainer:
         self, model: nn.Module, valid: Any, st: _LoopState, out: Path | None, bar: ProgressBars
     ) -> None:
         cfg = self.config
+        self._check_weights(model, st)  # never evaluate, keep or checkpoint non-finite weights
         loss_sum = float(st.loss_sum)  # one device sync per evaluation, not per step
         rec: dict[str, Any] = {
             "epoch": st.epoch if st.step_in_epoch == 0 else st.epoch + 1,
@@ -299,7 +439,8 @@ class Trainer:
         t_eval = time.perf_counter()
         improved = True
         if valid is not None:
-            metrics = evaluate(model, valid, batch_size=max(cfg.batch_size, 8192), device=rec_device(model))
+            bs, dev = max(cfg.batch_size, 8192), rec_device(model)
+            metrics = evaluate(model, valid, batch_size=bs, device=dev, name="validation split")
             rec["val_auc"], rec["val_logloss"] = metrics["auc"], metrics["logloss"]
             improved = st.best_auc is None or metrics["auc"] > st.best_auc + _MIN_DELTA
         st.elapsed_s += time.perf_counter() - t_eval
@@ -313,8 +454,8 @@ class Trainer:
         else:
             st.bad_evals += 1
             if st.bad_evals % cfg.lr_patience == 0:
-                for group in self.optimizer.param_groups:
-                    group["lr"] = max(group["lr"] * cfg.lr_decay, cfg.min_lr)
+                for group in self.optimizer.param_groups:  # a decay never raises an lr below min_lr
+                    group["lr"] = min(group["lr"], max(group["lr"] * cfg.lr_decay, cfg.min_lr))
             if st.bad_evals >= cfg.early_stop_patience:
                 hist.stopped_early = True
         hist.epochs.append(rec)
@@ -326,6 +467,7 @@ class Trainer:
         bar.log(_format_record(rec, improved))
 
     def _save_best(self, model: nn.Module, out: Path | None, rec: dict[str, Any]) -> None:
+        self._best_step = rec["step"]
         if out is None:
             self._best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
@@ -339,9 +481,13 @@ class Trainer:
             model.load_state_dict(self._best_state)
 
     def _save_last(self, model: nn.Module, st: _LoopState, out: Path) -> None:
+        bad = nonfinite_tensors(model)
+        if bad:
+            raise TrainingError(f"not saving {out / ckpt.LAST}: weights {', '.join(bad)} are not finite")
         meta = asdict(st)
         meta["loss_sum"] = float(st.loss_sum)
         meta["config"] = to_dict(self.config)
+        meta["run"] = self._run
         tensors: dict[str, Any] = {
             "model": model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -350,24 +496,99 @@ class Trainer:
         if self.scaler is not None:
             tensors["scaler"] = self.scaler.state_dict()
         ckpt.save_checkpoint(out / ckpt.LAST, tensors, meta)
+        self._last_saved = st.global_step
 
     def _load_last(self, model: nn.Module, path: Path) -> _LoopState:
         tensors, meta = ckpt.load_checkpoint(path)  # CPU: RNG states must stay CPU tensors
         saved_cfg = meta.pop("config", {})
-        for key in ("batch_size", "seed", "shuffle"):
-            if saved_cfg.get(key) != getattr(self.config, key):
-                warnings.warn(
-                    f"{path}: resuming with {key}={getattr(self.config, key)!r} but the run used "
-                    f"{saved_cfg.get(key)!r}; the result will differ from an uninterrupted run",
-                    stacklevel=4,
-                )
-        model.load_state_dict(tensors["model"])
+        self._extended = [  # raised stop limits, named in the "resuming" line
+            f"train.{k} {saved_cfg[k]!r} -> {getattr(self.config, k)!r}"
+            for k in _RESUME_LIMITS
+            if k in saved_cfg and saved_cfg[k] != getattr(self.config, k)
+        ]
+        saved_run = meta.pop("run", None)
+        diffs = _config_diffs(saved_cfg, to_dict(self.config)) + _run_diffs(saved_run, self._run)
+        diffs += _limit_diffs(saved_cfg, self.config, meta)
+        if diffs:
+            raise TrainingError(
+                f"{path}: this run differs from the saved one in {'; '.join(diffs)}: refusing to "
+                "resume; set train.resume=false (ctrzip train --fresh) to start over, or use another "
+                "train.out_dir"
+            )
+        try:
+            model.load_state_dict(tensors["model"])
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[-1].strip()
+            raise TrainingError(
+                f"{path}: the saved run's model does not fit this model ({first}); set "
+                "train.resume=false (ctrzip train --fresh) to start over, or use another train.out_dir"
+            ) from None
         self.optimizer.load_state_dict(tensors["optimizer"])
         if self.scaler is not None and "scaler" in tensors:
             self.scaler.load_state_dict(tensors["scaler"])
         ckpt.set_rng_state(tensors["rng"])
         hist = History(**meta.pop("history"))
         return _LoopState(**meta, history=hist)
+
+
+class _Diverged(Exception):
+    """Internal: a non-finite loss or weight; ``fit`` turns it into a ``TrainingError``."""
+
+    def __init__(self, what: str, epoch: int, step_in_epoch: int, step: int, lr: float) -> None:
+        super().__init__(what)
+        self.what, self.epoch, self.step_in_epoch, self.step, self.lr = what, epoch, step_in_epoch, step, lr
+
+
+def _run_identity(model: nn.Module, loader: Any) -> dict[str, Any]:
+    """What makes a saved run this run besides the TrainConfig: model spec, shapes, data rows."""
+    labels = split_labels(loader)
+    return {
+        "model": model.spec() if callable(getattr(model, "spec", None)) else None,
+        "shapes": {k: list(v.shape) for k, v in model.state_dict().items()},
+        "train_rows": len(labels) if labels is not None else None,
+    }
+
+
+def _config_diffs(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """``train.KEY saved -> now`` for every TrainConfig field that must match to resume."""
+    keys = sorted((set(saved) | set(now)) - _RESUME_FREE - set(_RESUME_LIMITS))
+    return [f"train.{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in keys if saved.get(k) != now.get(k)]
+
+
+def _limit_diffs(saved: dict[str, Any], cfg: TrainConfig, meta: dict[str, Any]) -> list[str]:
+    """Stop limits may be raised, never set below what the saved run already trained."""
+    out = []
+    epoch, in_epoch = meta.get("epoch", 0), meta.get("step_in_epoch", 0)
+    if epoch > cfg.epochs or (epoch == cfg.epochs and in_epoch > 0):
+        done = f"{epoch} epochs" + (f" and {in_epoch} steps" if in_epoch else "")
+        out.append(f"train.epochs {saved.get('epochs')!r} -> {cfg.epochs} (it already trained {done})")
+    if cfg.max_steps is not None and cfg.max_steps < meta.get("global_step", 0):
+        out.append(
+            f"train.max_steps {saved.get('max_steps')!r} -> {cfg.max_steps} "
+            f"(it already trained {meta['global_step']} steps)"
+        )
+    return out
+
+
+def _run_diffs(saved: dict[str, Any] | None, now: dict[str, Any]) -> list[str]:
+    """Model and data differences (checkpoints written before this check carry no ``run``)."""
+    if saved is None:
+        return []
+    out = []
+    s_model, n_model = saved.get("model") or {}, now.get("model") or {}
+    if s_model and n_model and s_model.get("model") != n_model.get("model"):
+        out.append(f"model {s_model.get('model')!r} -> {n_model.get('model')!r}")
+    elif s_model and n_model:
+        s_cfg, n_cfg = s_model.get("config", {}), n_model.get("config", {})
+        for k in sorted(set(s_cfg) | set(n_cfg)):
+            if s_cfg.get(k) != n_cfg.get(k):
+                out.append(f"model.{k} {s_cfg.get(k)!r} -> {n_cfg.get(k)!r}")
+    if not out and saved.get("shapes") != now.get("shapes"):  # e.g. compressed modules swapped in
+        out.append("the model's parameters (names or shapes)")
+    rows = (saved.get("train_rows"), now.get("train_rows"))
+    if None not in rows and rows[0] != rows[1]:
+        out.append(f"training rows {rows[0]} -> {rows[1]}")
+    return out
 
 
 def _adam(params: list[nn.Parameter], lr: float) -> torch.optim.Adam:

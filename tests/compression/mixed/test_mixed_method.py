@@ -144,6 +144,6 @@ def test_cli_compress_mixed(data, tmp_path: Path) -> None:  # type: ignore[no-un
     assert "BandedTable" in (out / "manifest.json").read_text()
     assert isinstance(ctrzip.load(out).embedding.tables["item"], BandedTable)
     plan.write_text(yaml.safe_dump({"plans": {"item": [{"start": 0, "end": 60, "representation": "hash"}]}}))
-    res = CliRunner().invoke(app, [*args, "--config", str(plan)])
-    assert res.exit_code != 0  # a user error (exit 2 once the CLI maps UserError to its error line)
+    res = CliRunner().invoke(app, [*args, "--config", str(plan), "--overwrite"])
+    assert res.exit_code == 2  # a user error: one error line
     assert "unknown representation 'hash'" in (res.output + str(res.exception)).replace("\n", "")
