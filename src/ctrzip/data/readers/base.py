@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
+from ctrzip.data.readers.sniff import describe_start
 from ctrzip.errors import UserError
 
 
@@ -147,6 +148,15 @@ class Reader(abc.ABC):
     @abc.abstractmethod
     def count_rows(self) -> int:
         """Data rows in the file (a cheap pass; needed by the sequential split)."""
+
+    @property
+    def has_header(self) -> bool:
+        """Whether line 1 of the file is a header line (not a data row)."""
+        return False
+
+    def describe(self) -> str:
+        """What the start of the file looks like (see ``readers.sniff``), '' if unremarkable."""
+        return describe_start(self.path)
 
     @property
     def total_bytes(self) -> int:
