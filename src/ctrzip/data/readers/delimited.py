@@ -206,6 +206,7 @@ class DelimitedReader(Reader):
         cr[width > 0] = buf[ends[width > 0] - 1] == 13
         blank = (width - cr) == 0
         ncols = count_byte_per_line(data, ord(self.separator), starts, ends) + 1
+        raw_cols = ncols.copy()  # ignoring quotes
         odd = np.zeros(len(ends), dtype=bool)
         if self.quote is not None:
             nq = count_byte_per_line(data, ord(self.quote), starts, ends)
@@ -228,6 +229,8 @@ class DelimitedReader(Reader):
                 continue
             if blank[i]:
                 reasons[int(i)] = "empty line"
+            elif odd[i] and raw_cols[i] == need:
+                reasons[int(i)] = self._rejected(b"")
             elif odd[i]:
                 reasons[int(i)] = (
                     "a quoted field spans lines (a newline inside quotes, or an unclosed quote); "
@@ -252,7 +255,7 @@ class DelimitedReader(Reader):
 
     def _rejected(self, line: bytes) -> str:
         """Why Polars rejects a line whose column count is right."""
-        if self.quote is not None and self.quote.encode() in line:
+        if self.quote is not None and (not line or self.quote.encode() in line):
             return (
                 f"misplaced quote {self.quote!r}: a quoted field must be quoted whole, with inner "
                 "quotes doubled"

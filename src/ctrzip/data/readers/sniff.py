@@ -74,18 +74,19 @@ def describe_start(
         need = len(names)
         got = {ln.count(separator) + 1 for ln in data}
         other = [s for s in SEPARATORS if s != separator and all(ln.count(s) + 1 == need for ln in data)]
+        sep = separator
         if got != {need} and other:
+            sep = other[0]
             hints.append(
-                f"its lines have {need} columns when split on {_show(other[0])}, not on "
+                f"its lines have {need} columns when split on {_show(sep)}, not on "
                 f"{_show(separator)} (the format's separator)"
             )
         elif len(got) == 1 and got != {need}:
             hints.append(f"its lines have {got.pop()} columns, the schema expects {need}")
-        if not has_header and text:
-            first = text[0].split(separator)
-            if first and first[0].strip() not in ("0", "1", "") and not _is_number(first[0]):
-                shown = separator.join(first[:3])
-                hints.append(f"line 1 looks like a header ({shown!r}...): this format has no header line")
+        first = text[0].split(sep)
+        if not has_header and len(first) == need and not _is_number(first[0]):
+            shown = sep.join(first[:3])
+            hints.append(f"line 1 looks like a header ({shown!r}...): this format has no header line")
     return "; ".join(hints)
 
 
