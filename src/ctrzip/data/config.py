@@ -37,7 +37,9 @@ class FeatureConfig:
             value, normalized, embedded by a Linear) or ``log_square_bucket`` (asked for
             explicitly, as the built-in ``criteo`` schema does: v > 2 -> floor(ln(v)^2), else
             int(v); the token becomes a categorical id).
-        normalizer: dense only: ``zscore`` (default) or ``minmax``, fitted on the training split.
+        normalizer: dense only: ``zscore`` (default) or ``minmax``, fitted on the training split;
+            a missing value encodes as 0 after normalization (the training mean for zscore, the
+            training minimum for minmax), recorded in the dataset's metadata.
         separator: sequence only: token separator.
         max_len: sequence only: tokens kept per row (first ``max_len``; pad id 0 after).
         derive: categorical only: read a ``YYMMDDHH`` timestamp column and keep its
