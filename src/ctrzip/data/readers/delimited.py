@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,6 @@ from ctrzip.data.readers.base import BadRows, DataFormatError, RawTable, Reader
 from ctrzip.data.readers.fields import field_keys
 from ctrzip.data.readers.sniff import describe_header, describe_start
 from ctrzip.data.readers.text import (
-    count_byte_per_line,
     count_lines,
     invalid_utf8,
     iter_blocks,
@@ -168,13 +167,13 @@ class DelimitedReader(Reader):
         """Parse a block line by line where needed: report bad lines, return the frame of the
         others and their keep mask.
 
-        Lines are checked (blank, UTF-8, column count, an unclosed quote), the rest parsed
-        by Polars; if Polars rejects that, halves are parsed until the rejected lines are
-        found (a few parses per bad line).
+        Lines are checked (vectorized: blank, UTF-8, column count outside quotes, an unclosed
+        quote), the rest parsed by Polars at once; if Polars rejects that, halves are parsed
+        until the rejected lines are found (a few parses per bad line).
         """
         starts, ends = line_spans(data)
-        reasons = self._check_lines(data, starts, ends)
-        ok = np.array([i not in reasons for i in range(len(starts))], dtype=bool)
+        is_bad, why = self._check_lines(data, starts, ends)
+        rejected: dict[int, str] = {}
         frames: list[pl.DataFrame] = []
 
         def parse(idx: np.ndarray) -> None:
@@ -184,68 +183,69 @@ class DelimitedReader(Reader):
             if frame is not None:
                 frames.append(frame)
             elif len(idx) == 1:
-                reasons[int(idx[0])] = self._rejected(data[starts[idx[0]] : ends[idx[0]]])
+                rejected[int(idx[0])] = self._rejected(data[starts[idx[0]] : ends[idx[0]]])
             else:
                 parse(idx[: len(idx) // 2])
                 parse(idx[len(idx) // 2 :])
 
-        if ok.any():
-            parse(np.flatnonzero(ok))
-        is_bad = np.zeros(len(starts), dtype=bool)
-        is_bad[list(reasons)] = True
+        if not is_bad.all():
+            parse(np.flatnonzero(~is_bad))
+        is_bad[list(rejected)] = True
         idx = np.flatnonzero(is_bad)
-        bad.add(self.path, lines[idx], [reasons[int(i)] for i in idx[: bad.max_examples]])
+        reasons = [rejected.get(int(i)) or why(int(i)) for i in idx[: bad.max_examples]]
+        bad.add(self.path, lines[idx], reasons)
         frame = pl.concat(frames) if frames else self._empty(columns)
         return frame, ~is_bad
 
-    def _check_lines(self, data: bytes, starts: np.ndarray, ends: np.ndarray) -> dict[int, str]:
-        """Line index -> why it is bad: blank, invalid UTF-8, wrong column count."""
+    def _check_lines(
+        self, data: bytes, starts: np.ndarray, ends: np.ndarray
+    ) -> tuple[np.ndarray, Callable[[int], str]]:
+        """``(is_bad [n_lines], why(line index) -> reason)``: blank lines, invalid UTF-8, a
+        wrong column count (separators inside quotes do not count), an unclosed quote."""
         width = ends - starts
         buf = np.frombuffer(data, dtype=np.uint8)
         cr = np.zeros(len(ends), dtype=bool)
         cr[width > 0] = buf[ends[width > 0] - 1] == 13
         blank = (width - cr) == 0
-        ncols = count_byte_per_line(data, ord(self.separator), starts, ends) + 1
-        raw_cols = ncols.copy()  # ignoring quotes
-        odd = np.zeros(len(ends), dtype=bool)
+        seps = np.flatnonzero(buf == ord(self.separator))
+        raw_cols = np.searchsorted(seps, ends) - np.searchsorted(seps, starts) + 1  # ignoring quotes
+        ncols, odd = raw_cols, np.zeros(len(ends), dtype=bool)
         if self.quote is not None:
-            nq = count_byte_per_line(data, ord(self.quote), starts, ends)
-            odd = nq % 2 == 1
-            for i in np.flatnonzero((nq > 0) & ~odd & ~blank):
-                text = data[starts[i] : ends[i]].decode("utf-8", errors="replace")
-                ncols[i] = len(next(csv.reader([text], delimiter=self.separator, quotechar=self.quote)))
-        reasons: dict[int, str] = {}
-        for i, pos in invalid_utf8(data, starts, ends).items():
-            line = data[starts[i] : ends[i]]
-            col = line[:pos].count(self.separator.encode())
-            where = f" in column {self._names[col]}" if col < len(self._names) else ""
-            reasons[i] = (
-                f"invalid UTF-8 byte 0x{line[pos]:02x}{where} (byte {pos + 1} of the line); "
-                "set encoding: latin-1 if the file is Latin-1 text"
-            )
+            quotes = np.flatnonzero(buf == ord(self.quote))
+            if len(quotes):
+                # a separator is inside quotes when an odd number of quotes precede it on its
+                # line (an escaped quote "" adds two): count only the others
+                at_start = np.searchsorted(quotes, starts)
+                odd = (np.searchsorted(quotes, ends) - at_start) % 2 == 1
+                line_of = np.searchsorted(ends, seps)
+                outside = (np.searchsorted(quotes, seps) - at_start[line_of]) % 2 == 0
+                ncols = np.bincount(line_of[outside], minlength=len(ends)) + 1
+        broken = invalid_utf8(data, starts, ends)
         need = len(self._names)
-        for i in np.flatnonzero(blank | odd | (ncols != need)):
-            if int(i) in reasons:
-                continue
+        is_bad = blank | odd | (ncols != need)
+        is_bad[list(broken)] = True
+
+        def why(i: int) -> str:
+            if i in broken:
+                line, pos = data[starts[i] : ends[i]], broken[i]
+                col = line[:pos].count(self.separator.encode())
+                where = f" in column {self._names[col]}" if col < need else ""
+                return (
+                    f"invalid UTF-8 byte 0x{line[pos]:02x}{where} (byte {pos + 1} of the line); "
+                    "set encoding: latin-1 if the file is Latin-1 text"
+                )
             if blank[i]:
-                reasons[int(i)] = "empty line"
-            elif odd[i] and raw_cols[i] == need:
-                reasons[int(i)] = self._rejected(b"")
-            elif odd[i]:
-                reasons[int(i)] = (
+                return "empty line"
+            if odd[i] and raw_cols[i] == need:
+                return self._rejected(b"")
+            if odd[i]:
+                return (
                     "a quoted field spans lines (a newline inside quotes, or an unclosed quote); "
                     "every row must be one line"
                 )
-            elif ncols[i] < need:
-                got = int(ncols[i])
-                reasons[int(i)] = (
-                    f"expected {need} columns, got {got} (first missing column: {self._names[got]})"
-                )
-            else:
-                reasons[int(i)] = (
-                    f"expected {need} columns ({self._names[0]}..{self._names[-1]}), got {ncols[i]}"
-                )
-        return reasons
+            return self._reason(int(ncols[i]))
+
+        return is_bad, why
 
     def _reason(self, got: int) -> str:
         need = len(self._names)
