@@ -61,4 +61,3 @@ def test_no_import_cycles_in_the_data_package() -> None:
             visit(m)
     assert "ctrzip.data.columns" not in graph["ctrzip.data.keyed"]
     assert {"ctrzip.data.values"} <= graph["ctrzip.data.keyed"] & graph["ctrzip.data.columns"]
-

@@ -159,6 +159,8 @@ def test_wrong_column_counts_inside_one_block(tmp_path, block_mb) -> None:
         ("header", r"line 1 looks like a header \('label\\tI1\\tI2'"),
         ("zip", r"the file is a zip archive \(extract it first\)"),
         ("latin1", r"it is not UTF-8 text \(byte 0xe9\): set encoding: latin-1"),
+        ("utf16", r"the file is UTF-16 text \(convert it to UTF-8"),
+        ("cr", r"its lines end with a carriage return only"),
     ],
 )
 def test_all_bad_first_rows_say_what_the_file_looks_like(tmp_path, content, hint) -> None:
@@ -172,6 +174,10 @@ def test_all_bad_first_rows_say_what_the_file_looks_like(tmp_path, content, hint
     elif content == "zip":
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
             z.writestr("train.txt", _criteo_text(5))
+    elif content == "utf16":
+        path.write_text("\n".join([GOOD] * 5) + "\n", encoding="utf-16")
+    elif content == "cr":
+        path.write_bytes(("\r".join([GOOD] * 5) + "\r").encode())
     else:
         path.write_bytes("\n".join([GOOD.replace("c3", "\u00e9t\u00e9")] * 5).encode("latin-1") + b"\n")
     cfg = criteo_config("criteo_tsv", split=SEQ)
@@ -190,6 +196,12 @@ def test_header_only_file_is_an_error(tmp_path) -> None:
             encode_dataset(
                 {**CSV, "on_bad_rows": policy}, tmp_path / "h.csv", tmp_path / policy, progress=False
             )
+
+
+def test_utf16_csv_says_so(tmp_path) -> None:
+    (tmp_path / "u.csv").write_text("label,a,n\n1,x,1\n", encoding="utf-16")
+    with pytest.raises(DataFormatError, match=r"u\.csv: the file is UTF-16 text"):
+        encode_dataset(CSV, tmp_path / "u.csv", tmp_path / "o", progress=False)
 
 
 def test_gzip_of_nothing_is_an_error(tmp_path) -> None:

@@ -28,6 +28,7 @@ from ctrzip.data.readers.text import (
     iter_blocks,
     keep_lines,
     line_spans,
+    other_magic,
     read_first_line,
 )
 
@@ -66,6 +67,9 @@ class DelimitedReader(Reader):
             line, self._offset = read_first_line(self.path)
             if self._offset == 0:
                 raise DataFormatError(f"{self.path}: file is empty (no header line)")
+            what = other_magic(line)
+            if what is not None:
+                raise DataFormatError(f"{self.path}: the file is {what}")
             try:
                 text = line.decode(encoding)
             except UnicodeDecodeError as err:

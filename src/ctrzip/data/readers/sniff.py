@@ -55,8 +55,13 @@ def describe_start(
     if kind is not None:
         hints.append(f"the file is {kind}-compressed (read decompressed)")
     head = read_head(path)
+    what = other_magic(head)  # e.g. a gzip of a zip, or UTF-16 after decompression
+    if what is not None:
+        return "; ".join([*hints, f"it is {what}"])
     if b"\x00" in head:
         return "; ".join([*hints, "it contains NUL bytes: binary data, not text"])
+    if b"\r" in head and b"\n" not in head:
+        hints.append("its lines end with a carriage return only (old Mac line ends): convert them to \\n")
     lines = head.split(b"\n")[:-1][: _SAMPLE_LINES + 1] or [head]
     sample = b"\n".join(lines)
     if encoding == "utf-8":  # latin-1: any byte is text

@@ -34,6 +34,8 @@ COMPRESSED = (
 OTHER_MAGIC = (
     (b"PK\x03\x04", "a zip archive (extract it first)"),
     (b"PAR1", "a parquet file (format: parquet)"),
+    (b"\xff\xfe", "UTF-16 text (convert it to UTF-8, e.g. iconv -f UTF-16 -t UTF-8)"),
+    (b"\xfe\xff", "UTF-16 text (convert it to UTF-8, e.g. iconv -f UTF-16 -t UTF-8)"),
 )
 
 
@@ -189,12 +191,6 @@ def line_spans(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     ends = np.flatnonzero(buf == 10)
     starts = np.concatenate(([0], ends[:-1] + 1))
     return starts, ends
-
-
-def count_byte_per_line(data: bytes, byte: int, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """How often ``byte`` occurs in each line, vectorized."""
-    pos = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == byte)
-    return np.searchsorted(pos, ends) - np.searchsorted(pos, starts)
 
 
 def keep_lines(data: bytes, starts: np.ndarray, ends: np.ndarray, keep: np.ndarray) -> bytes:
