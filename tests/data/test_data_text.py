@@ -56,7 +56,8 @@ def _same(a, b) -> None:
 def test_compressed_input_is_read_directly(tmp_path, kind) -> None:
     raw = _criteo_text()
     (tmp_path / "plain.txt").write_bytes(raw)
-    (tmp_path / f"c.txt.{kind}").write_bytes(COMPRESS[kind](raw))
+    cut = raw.index(b"\n", len(raw) // 3) + 1  # two members / frames, as `cat a.gz b.gz` makes
+    (tmp_path / f"c.txt.{kind}").write_bytes(COMPRESS[kind](raw[:cut]) + COMPRESS[kind](raw[cut:]))
     cfg = criteo_config("criteo_tsv", split=SEQ, block_mb=0.002)  # sequential: counts rows first
     encode_dataset(cfg, tmp_path / "plain.txt", tmp_path / "p", progress=False)
     rep = encode_dataset(cfg, tmp_path / f"c.txt.{kind}", tmp_path / "c", progress=False)
@@ -226,3 +227,13 @@ def test_no_rows_in_one_of_several_files_is_an_error(tmp_path) -> None:
         DataFormatError, match=r"valid\.csv: all 1 rows are bad \(first: .*valid\.csv:2: column label"
     ):
         encode_dataset(cfg, inputs, tmp_path / "o", progress=False)
+
+
+@pytest.mark.parametrize("kind", list(COMPRESS))
+def test_truncated_compressed_input_is_a_clear_error(tmp_path, kind) -> None:
+    data = COMPRESS[kind](_criteo_text(400))
+    (tmp_path / "t.txt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataFormatError, match=r"t\.txt: the \w+ data is corrupt or truncated"):
+        encode_dataset(
+            criteo_config("criteo_tsv", split=SEQ), tmp_path / "t.txt", tmp_path / "o", progress=False
+        )

@@ -17,16 +17,10 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
+from ctrzip.data.readers.errors import BadRowError, DataFormatError
 from ctrzip.data.readers.sniff import describe_start
-from ctrzip.errors import UserError
 
-
-class BadRowError(UserError):
-    """A malformed input row under ``on_bad_rows: error``; the message names file, line, column."""
-
-
-class DataFormatError(UserError):
-    """The input as a whole is unusable: empty file, missing columns, unknown format."""
+__all__ = ["BadRowError", "BadRows", "DataFormatError", "RawTable", "Reader"]
 
 
 class RawTable:

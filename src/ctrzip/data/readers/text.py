@@ -16,12 +16,15 @@ import contextlib
 import gzip
 import io
 import lzma
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+
+from ctrzip.data.readers.errors import DataFormatError
 
 BOM = b"\xef\xbb\xbf"
 # (magic bytes, name): formats read directly, then formats recognized only to say so
@@ -75,16 +78,72 @@ def open_text(path: Path) -> Iterator[tuple[BinaryIO, BinaryIO]]:
         elif kind == "xz":
             stream = lzma.LZMAFile(raw, mode="rb")  # type: ignore[assignment]  # noqa: SIM115
         elif kind == "zstd":
-            import zstandard
-
-            stream = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)  # type: ignore[assignment]
+            stream = _ZstdReader(raw)  # type: ignore[assignment]
         else:
             stream = raw
-        with stream if stream is not raw else contextlib.nullcontext(stream):
-            head = stream.read(len(BOM))
-            if head != BOM:
-                stream = _Prefixed(head, stream)  # type: ignore[assignment]
-            yield stream, raw
+        try:
+            with stream if stream is not raw else contextlib.nullcontext(stream):
+                head = stream.read(len(BOM))
+                if head != BOM:
+                    stream = _Prefixed(head, stream)  # type: ignore[assignment]
+                yield stream, raw
+        except (EOFError, OSError, zlib.error, lzma.LZMAError, _zstd_error()) as err:
+            if kind is None:
+                raise
+            raise DataFormatError(f"{path}: the {kind} data is corrupt or truncated ({err})") from None
+
+
+def _zstd_error() -> type[Exception]:
+    try:
+        import zstandard
+    except ModuleNotFoundError:  # zstd input then fails earlier, naming the module
+        return OSError
+    return zstandard.ZstdError
+
+
+class _ZstdReader(io.RawIOBase):
+    """Decompressed bytes of a zstd file of one or more frames; a truncated last frame
+    raises ``EOFError`` (zstandard's stream reader would end silently)."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        import zstandard
+
+        self._raw, self._new = raw, zstandard.ZstdDecompressor().decompressobj
+        self._obj, self._buf, self._fed = self._new(), b"", False
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self, want: int) -> None:
+        """Decompress until the buffer holds ``want`` bytes or the input ends."""
+        while len(self._buf) < want:
+            chunk = self._raw.read(1 << 20)
+            if not chunk:
+                if self._fed and not self._obj.eof:
+                    raise EOFError("the last zstd frame is truncated")
+                return
+            while chunk:
+                if self._obj.eof:  # a frame ended: the rest starts the next one
+                    self._obj, self._fed = self._new(), False
+                self._buf += self._obj.decompress(chunk)
+                self._fed = True
+                chunk = self._obj.unused_data if self._obj.eof else b""
+
+    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+        want = size if size is not None and size >= 0 else 1 << 62
+        self._fill(want)
+        out, self._buf = self._buf[:want], self._buf[want:]
+        return out
+
+    def readline(self, size: int | None = -1) -> bytes:  # type: ignore[override]
+        while b"\n" not in self._buf:
+            had = len(self._buf)
+            self._fill(had + (1 << 16))
+            if len(self._buf) == had:
+                break
+        cut = self._buf.find(b"\n") + 1 or len(self._buf)
+        out, self._buf = self._buf[:cut], self._buf[cut:]
+        return out
 
 
 class _Prefixed(io.RawIOBase):
