@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from ctrzip.data.readers.base import BadRows, DataFormatError, RawTable, Reader
+from ctrzip.data.readers.sniff import describe_start
 from ctrzip.data.readers.text import count_lines, invalid_utf8, iter_blocks, line_spans, open_text
 
 
@@ -63,6 +64,9 @@ class LibsvmReader(Reader):
 
     def count_rows(self) -> int:
         return count_lines(self.path)
+
+    def describe(self) -> str:
+        return describe_start(self.path, encoding=self.encoding)
 
     def iter_tables(
         self, columns: list[str], bad: BadRows, key_columns: list[str] | None = None

@@ -39,6 +39,9 @@ class ParquetReader(Reader):
     def count_rows(self) -> int:
         return int(self._rows)
 
+    def describe(self) -> str:
+        return ""  # a readable parquet file has no text oddities to report
+
     def iter_tables(
         self, columns: list[str], bad: BadRows, key_columns: list[str] | None = None
     ) -> Iterator[RawTable]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ctrzip.data.readers.errors import DataFormatError
 from ctrzip.data.readers.text import compression_of, other_magic, read_head
 
 SEPARATORS = (",", "\t", ";", "|", " ")
@@ -54,7 +55,10 @@ def describe_start(
     kind = compression_of(path)
     if kind is not None:
         hints.append(f"the file is {kind}-compressed (read decompressed)")
-    head = read_head(path)
+    try:
+        head = read_head(path)
+    except DataFormatError as err:  # a corrupt compressed file
+        return "; ".join([*hints, str(err).removeprefix(f"{path}: ")])
     what = other_magic(head)  # e.g. a gzip of a zip, or UTF-16 after decompression
     if what is not None:
         return "; ".join([*hints, f"it is {what}"])
