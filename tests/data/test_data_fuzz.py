@@ -143,3 +143,48 @@ def test_fuzzed_files_never_crash_and_account_for_every_row(tmp_path, seed) -> N
         meta = json.loads((out / "feature_map.json").read_text())["meta"]
         assert meta["bad_rows"]["count"] == rep.bad_rows["count"]
     assert outcomes["ok"] > 0
+
+
+LIBSVM = {
+    "name": "fl",
+    "format": "libsvm",
+    "features": [
+        {"name": "user", "type": "categorical"},
+        {"name": "item", "type": "categorical"},
+        {"name": "score", "type": "numeric"},
+    ],
+    "split": {"method": "sequential", "ratios": [1.0, 0.0]},
+}
+LIBSVM_JUNK = [b"\xff", b"\xe9", b":", b" ", b'"', b"1e39", b"\x00", b"\r", b"\n"]
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_fuzzed_libsvm_never_crashes_and_accounts_for_every_row(tmp_path, seed) -> None:
+    rng = np.random.default_rng(100 + seed)
+    for k in range(10):
+        keyed = rng.random() < 0.5
+        lines = []
+        for _ in range(int(rng.integers(1, 40))):
+            y, u, i, v = (
+                rng.choice(["1", "0", "-1", "+1"]),
+                rng.integers(0, 5),
+                rng.integers(0, 5),
+                rng.normal(),
+            )
+            line = f"{y} 0:u{u}:1 1:i{i}:1 2:s:{v:.3f}" if keyed else f"{y} u{u}:1 i{i}:1 s:{v:.3f}"
+            raw = line.encode()
+            if rng.random() < 0.3:
+                pos = int(rng.integers(0, len(raw) + 1))
+                raw = raw[:pos] + LIBSVM_JUNK[int(rng.integers(0, len(LIBSVM_JUNK)))] + raw[pos:]
+            lines.append(raw)
+        body = b"\n".join(lines) + b"\n"
+        path = tmp_path / f"f{k}.txt"
+        path.write_bytes(body)
+        cfg = {**LIBSVM, "on_bad_rows": "skip" if rng.random() < 0.7 else "error", "block_mb": 0.001}
+        try:
+            rep = encode_dataset(cfg, path, tmp_path / f"o{k}", progress=False)
+        except (BadRowError, DataFormatError) as err:
+            assert str(path) in str(err) or cfg["name"] in str(err), err
+            continue
+        assert sum(rep.rows.values()) + rep.bad_rows["count"] == body.count(b"\n")
+        assert np.isfinite(EncodedDataset.open(tmp_path / f"o{k}")["train"].dense).all()
