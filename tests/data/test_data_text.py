@@ -237,3 +237,17 @@ def test_truncated_compressed_input_is_a_clear_error(tmp_path, kind) -> None:
         encode_dataset(
             criteo_config("criteo_tsv", split=SEQ), tmp_path / "t.txt", tmp_path / "o", progress=False
         )
+
+
+def test_skipped_header_line_in_a_headerless_file_is_noted(tmp_path) -> None:
+    header = "\t".join(["label"] + [f"I{i}" for i in range(1, 14)] + [f"C{i}" for i in range(1, 27)])
+    (tmp_path / "raw.txt").write_bytes(header.encode() + b"\n" + _criteo_text(10))
+    cfg = criteo_config("criteo_tsv", split=SEQ, on_bad_rows="skip")
+    rep = encode_dataset(cfg, tmp_path / "raw.txt", tmp_path / "o", progress=False)
+    assert rep.bad_rows["count"] == 1 and sum(rep.rows.values()) == 10
+    (note,) = rep.bad_rows["notes"]
+    assert note.endswith(
+        "raw.txt: the first 1 rows are bad; line 1 looks like a header ('label\\tI1\\tI2'...): this format has no header line"
+    )
+    (tmp_path / "ok.txt").write_bytes(_criteo_text(10))
+    assert encode_dataset(cfg, tmp_path / "ok.txt", tmp_path / "o3", progress=False).bad_rows["notes"] == []

@@ -47,6 +47,8 @@ def encode(
         console.print(f"[yellow]skipped {report.bad_rows['count']:,} bad rows[/yellow], e.g.:")
         for line in report.bad_rows["examples"]:
             console.print(f"  {line}")
+        for note in report.bad_rows["notes"]:
+            console.print(f"[yellow]note:[/yellow] {note}")
 
 
 @data_app.command("schemas")

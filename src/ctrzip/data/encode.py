@@ -229,6 +229,8 @@ class Encoder:
             try:
                 for table in prefetch(plan.prepare(t) for t in tables):
                     block = plan.apply(table, bad, str(path))
+                    if seen == 0 and len(block.rows) and block.rows[0] > 0 and (hint := reader.describe()):
+                        bad.notes.append(f"{path}: the first {block.rows[0]} rows are bad; {hint}")
                     seen += len(block.label)
                     blocks += self._store(block, fixed, assigner, names, files, stats, fit)
                     bar.advance(table.nbytes, len(block.label))

@@ -75,11 +75,14 @@ class BadRows:
     Args:
         policy: ``error`` or ``skip``.
         max_examples: how many ``file:line: reason`` examples to keep.
+
+    ``notes`` says what a file whose first rows were bad looks like (``Reader.describe``).
     """
 
     policy: Literal["error", "skip"] = "error"
     max_examples: int = 10
     count: int = 0
+    notes: list[str] = field(default_factory=list)  # what files with bad first rows look like
     _items: list[tuple[int, int, str]] = field(default_factory=list, repr=False)
     _files: dict[str, int] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -105,7 +108,7 @@ class BadRows:
             self._items = sorted(self._items)[: self.max_examples]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"policy": self.policy, "count": self.count, "examples": self.examples}
+        return {"policy": self.policy, "count": self.count, "examples": self.examples, "notes": self.notes}
 
 
 class Reader(abc.ABC):
