@@ -247,7 +247,8 @@ def test_skipped_header_line_in_a_headerless_file_is_noted(tmp_path) -> None:
     assert rep.bad_rows["count"] == 1 and sum(rep.rows.values()) == 10
     (note,) = rep.bad_rows["notes"]
     assert note.endswith(
-        "raw.txt: the first 1 rows are bad; line 1 looks like a header ('label\\tI1\\tI2'...): this format has no header line"
+        "raw.txt: the first 1 rows are bad; line 1 looks like a header ('label\\tI1\\tI2'...): "
+        "this format has no header line"
     )
     (tmp_path / "ok.txt").write_bytes(_criteo_text(10))
     assert encode_dataset(cfg, tmp_path / "ok.txt", tmp_path / "o3", progress=False).bad_rows["notes"] == []
