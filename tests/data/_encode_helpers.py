@@ -18,7 +18,7 @@ def criteo_config(fmt: str = "csv", **over: Any) -> dict[str, Any]:
         "format": fmt,
         "label": "label",
         "min_count": 1,
-        "features": [{"name": n, "type": "numeric"} for n in NUMERIC]
+        "features": [{"name": n, "type": "numeric", "transform": "log_square_bucket"} for n in NUMERIC]
         + [{"name": c, "type": "categorical"} for c in CATEGORICAL],
         "split": {"method": "files"},
     }

@@ -61,3 +61,26 @@ def test_avazu_bad_timestamp_is_a_bad_row(tmp_path, hour) -> None:
     path = write_csv(tmp_path / "a.csv", header, rows)
     with pytest.raises(BadRowError, match=rf"a\.csv:3: column hour: '{hour}' is not a YYMMDDHH timestamp"):
         encode_dataset(cfg, path, tmp_path / "o", progress=False)
+
+
+def test_cli_valid_test_files_say_the_schema_split_is_not_used(shared_data, tmp_path) -> None:
+    src = shared_data / "criteo_sample"
+    yaml_path = tmp_path / "c.yaml"
+    yaml_path.write_text(
+        "name: c\nformat: csv\nsplit: {method: random, ratios: [0.9, 0.1], seed: 3}\nfeatures:\n"
+        + "".join(f"  - {{name: C{i}, type: categorical}}\n" for i in range(1, 4))
+    )
+    args = ["data", "encode", "--schema", str(yaml_path), "--input", str(src / "train.csv")]
+    result = CliRunner().invoke(app, [*args, "--valid", str(src / "valid.csv"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert "random split [0.9, 0.1] is not used" in " ".join(result.output.split())
+
+
+def test_cli_encode_writing_no_rows_exits_2(tmp_path) -> None:
+    raw = tmp_path / "comma.txt"
+    raw.write_text("\n".join(["0," + ",".join(["1"] * 13 + ["c"] * 26)] * 3) + "\n")
+    args = ["data", "encode", "--schema", "criteo", "--input", str(raw), "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(app, [*args, "--set", "on_bad_rows=skip", "--no-progress"])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "comma.txt: all 3 rows are bad" in text and "split on ','" in text

@@ -168,7 +168,7 @@ def test_avazu_like_with_bad_rows_and_quotes_encodes_identically(monkeypatch, tm
             {"name": "hour_of_day", "type": "categorical", "source": "hour", "derive": "hour_of_day"},
             {"name": "weekday", "type": "categorical", "source": "hour", "derive": "weekday"},
             {"name": "site", "type": "categorical"},
-            {"name": "n", "type": "numeric"},
+            {"name": "n", "type": "numeric", "transform": "log_square_bucket"},
             {"name": "nd", "type": "numeric", "source": "n", "transform": "dense", "normalizer": "minmax"},
         ],
         "split": {"method": "random", "ratios": [0.8, 0.2], "seed": 1},
@@ -201,7 +201,7 @@ def test_keyed_fields_skip_the_category_tables_until_a_generic_block(monkeypatch
         "label": "y",
         "block_mb": 0.005,
         "features": [
-            {"name": "n", "type": "numeric"},
+            {"name": "n", "type": "numeric", "transform": "log_square_bucket"},
             {"name": "a", "type": "categorical"},
             {"name": "b", "type": "categorical"},
             {"name": "c", "type": "categorical"},

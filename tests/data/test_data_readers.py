@@ -61,7 +61,7 @@ def test_parquet_reader_matches_csv(tmp_path) -> None:
         "format": "parquet",
         "features": [
             {"name": "user", "type": "categorical"},
-            {"name": "age", "type": "numeric"},
+            {"name": "age", "type": "numeric", "transform": "log_square_bucket"},
             {"name": "price", "type": "numeric", "transform": "dense"},
         ],
         "split": {"method": "sequential", "ratios": [0.5, 0.5]},
@@ -142,8 +142,12 @@ def test_ml100k_sequence_and_oov(shared_data, tmp_path) -> None:
     encode_dataset(cfg, inputs, tmp_path, progress=False)
     ds = EncodedDataset.open(tmp_path)
     spec = ds.schema["genres"]
-    assert spec.kind == "sequence" and spec.max_len == 3 and ds.schema.sparse_width == 6
+    assert spec.kind == "sequence" and spec.max_len == 3 and ds.schema.sparse_width == 5
     train = read_rows(src / "train.csv")
+    # `{name: age, type: numeric}` is a dense value by default (FuxiCTR), z-scored on train
+    assert ds.schema["age"].kind == "dense" and "age" not in ds.schema.sparse_slices()
+    ages = np.array([float(r["age"]) for r in train])
+    np.testing.assert_allclose(ds["train"].dense[:, 0], (ages - ages.mean()) / ages.std(), rtol=1e-4)
     tokens = Counter(g for r in train for g in r["genres"].split("^")[:3])
     kept = sorted(tokens, key=lambda v: (-tokens[v], v))
     assert vocab(tmp_path, "genres") == kept

@@ -45,7 +45,7 @@ def test_encode_round_trips_through_vocab(train, valid, mc) -> None:
             "features": [
                 {"name": "a", "type": "categorical"},
                 {"name": "b", "type": "categorical", "min_count": 1},
-                {"name": "n", "type": "numeric"},
+                {"name": "n", "type": "numeric", "transform": "log_square_bucket"},
             ],
             "split": {"method": "files"},
         }

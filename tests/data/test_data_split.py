@@ -13,12 +13,12 @@ from ctrzip.data.split import SplitAssigner
 from ._encode_helpers import write_csv
 
 
-def _config(method: str, ratios: list[float], seed: int = 0, block_mb: float = 32.0) -> dict:
+def _config(method: str, ratios: list[float], seed: int | None = None, block_mb: float = 32.0) -> dict:
     return {
         "name": "t",
         "format": "csv",
         "features": [{"name": "row", "type": "numeric", "transform": "dense", "normalizer": "minmax"}],
-        "split": {"method": method, "ratios": ratios, "seed": seed},
+        "split": {"method": method, "ratios": ratios} | ({"seed": seed} if seed is not None else {}),
         "block_mb": block_mb,
     }
 
@@ -74,7 +74,7 @@ def test_sequential_split_keeps_file_order(table, tmp_path) -> None:
     assert rows["train"] == list(range(4200))
     assert rows["test"] == list(range(5400, n))
     meta = EncodedDataset.open(tmp_path).schema.meta
-    assert meta["split"] == {"method": "sequential", "ratios": [0.7, 0.2, 0.1], "seed": 0}
+    assert meta["split"] == {"method": "sequential", "ratios": [0.7, 0.2, 0.1], "seed": None}
 
 
 def test_assigner_is_pure_function_of_row_index() -> None:

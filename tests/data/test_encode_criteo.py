@@ -104,7 +104,7 @@ def test_raw_tsv_and_csv_encode_identically(tmp_path) -> None:
 
 
 def test_bucket_transform_edge_values() -> None:
-    from ctrzip.data.columns import bucket_numpy
+    from ctrzip.data.values import bucket_numpy
 
     values = np.array([-5.7, -1.0, 0.0, 0.5, 1.0, 2.0, 2.0001, 3.0, 7.389, 10.0, 1e6, 3001.0])
     want = [_bucket(repr(float(v))) for v in values]

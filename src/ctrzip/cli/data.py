@@ -8,10 +8,9 @@ from pathlib import Path
 import typer
 
 from ctrzip.cli._common import console, fail
-from ctrzip.config import ConfigError
 from ctrzip.data.config import builtin_names, load_dataset_config
 from ctrzip.data.encode import Encoder
-from ctrzip.data.readers import BadRowError, DataFormatError
+from ctrzip.errors import UserError
 
 data_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Encode and inspect datasets.")
 
@@ -31,12 +30,16 @@ def encode(
         cfg = load_dataset_config(schema, overrides)
         if valid is not None or test is not None:
             if cfg.split.method != "files":
-                cfg = load_dataset_config(cfg, ["split.method=files"])
+                console.print(
+                    f"note: --valid/--test given: one input file per split (the schema's "
+                    f"{cfg.split.method} split {cfg.split.ratios} is not used)"
+                )
+                cfg = load_dataset_config({**cfg.to_dict(), "split": {"method": "files"}})
             inputs: object = {"train": input, "valid": valid, "test": test}
         else:
             inputs = input
         report = Encoder(cfg).fit_encode(inputs, out, progress=progress)  # type: ignore[arg-type]
-    except (ConfigError, DataFormatError, BadRowError, ValueError, FileNotFoundError) as err:
+    except (UserError, ValueError, FileNotFoundError) as err:
         raise fail(str(err)) from None
     rows = ", ".join(f"{k} {v:,}" for k, v in report.rows.items())
     console.print(f"encoded {report.dataset} -> {report.out_dir}: {rows} ({report.rows_per_s:,.0f} rows/s)")
@@ -44,6 +47,8 @@ def encode(
         console.print(f"[yellow]skipped {report.bad_rows['count']:,} bad rows[/yellow], e.g.:")
         for line in report.bad_rows["examples"]:
             console.print(f"  {line}")
+        for note in report.bad_rows["notes"]:
+            console.print(f"[yellow]note:[/yellow] {note}")
 
 
 @data_app.command("schemas")

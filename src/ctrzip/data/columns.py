@@ -19,9 +19,10 @@ import numpy as np
 import polars as pl
 
 from ctrzip.data.config import DatasetConfig, FeatureConfig
+from ctrzip.data.keyed import KeyedCoder
 from ctrzip.data.readers.base import BadRows, RawTable
+from ctrzip.data.values import bad_timestamp, blank_to_null, bucket_numpy, number_range, out_of_range
 
-_TOKEN_MAX = float(np.iinfo(np.int32).max)
 _TABLE_SPAN = 1 << 22  # token range served by a direct table (wider: sorted search)
 
 
@@ -37,17 +38,6 @@ class CodedBlock:
     dense: np.ndarray  # float32 [n, Dn] (NaN = missing)
     label: np.ndarray  # float32 [n]
     rows: np.ndarray  # int64 [n] data-row index
-
-
-def bucket_numpy(values: np.ndarray) -> np.ndarray:
-    """Criteo-standard bucket: v > 2 -> floor(ln(v)^2), else int(v) (truncation); NaN stays NaN."""
-    v = np.asarray(values, dtype=np.float64)
-    big = v > 2
-    out = np.trunc(v)
-    np.log(v, where=big, out=out)
-    np.square(out, where=big, out=out)
-    np.floor(out, where=big, out=out)
-    return np.clip(out, -_TOKEN_MAX, _TOKEN_MAX, out=out)
 
 
 class TokenCoder:
@@ -145,8 +135,6 @@ class ColumnPlan:
         self._made: dict[str, list[tuple[np.ndarray, pl.Series]]] = {n: [] for n in self.categories}
         self._n_made = dict.fromkeys(self.categories, 0)
         self.tokens = {f.name: TokenCoder() for f in self.sparse if f.type == "numeric"}
-        from ctrzip.data.keyed import KeyedCoder  # keyed builds on this module
-
         self.keyed = KeyedCoder(self) if self.key_columns is not None else None
         # While only keyed blocks were seen, plain categorical fields number their values
         # themselves (``next_codes``) and the Categories tables stay empty: a Categories entry
@@ -303,8 +291,9 @@ class ColumnPlan:
             if coded is not None:
                 return CodedBlock(*coded, rows=table.rows)
         self._materialize()
-        frame = table.frame
+        frame = blank_to_null(table.frame)
         nums, derived = self._numeric_sources(), self._derived_sources()
+        ranges = [number_range([f for f in self.config.features if f.column == c]) for c in nums]
         scalar = [f for f in self.sparse if f.type == "categorical"]
         exprs = [pl.col(self.config.label).cast(pl.Float64, strict=False).alias("_label")]
         exprs += [pl.col(c).cast(pl.Float64, strict=False).alias(f"_v{i}") for i, c in enumerate(nums)]
@@ -316,14 +305,12 @@ class ColumnPlan:
         values = [out.get_column(f"_v{i}").to_numpy() for i in range(len(nums))]  # NaN = null
         nulls = [out.get_column(f"_n{i}").to_numpy() for i in range(len(nums))]
         flags = [(label != 0) & (label != 1)]
-        flags += [~nulls[i] & ~np.isfinite(values[i]) for i in range(len(nums))]
+        flags += [out_of_range(values[i], ~nulls[i], lo, hi) for i, (lo, hi, _) in enumerate(ranges)]
         flags += [out.get_column(f"_t{i}").to_numpy() for i in range(len(derived))]
         is_bad = np.logical_or.reduce(flags)
         if is_bad.any():
             names = [self.config.label, *nums, *derived]
-            wants = (
-                ["a 0/1 label"] + ["a finite number"] * len(nums) + ["a YYMMDDHH timestamp"] * len(derived)
-            )
+            wants = ["a 0/1 label"] + [w for _, _, w in ranges] + ["a YYMMDDHH timestamp"] * len(derived)
             self._report(table, np.stack(flags, axis=1), names, wants, bad, path)
             return self.apply(table.drop(is_bad), bad, path)
         n = len(frame)
@@ -379,11 +366,3 @@ class ColumnPlan:
             value = table.frame[int(r), names[i]]
             reasons.append(f"column {names[i]}: {value!r} is not {wants[i]}")
         bad.add(path, table.lines[idx], reasons)
-
-
-def bad_timestamp(src: pl.Expr) -> pl.Expr:
-    """True where a present value is not a valid ``YYMMDDHH`` timestamp."""
-    date = src.str.slice(0, 6).str.strptime(pl.Date, "%y%m%d", strict=False)
-    hour = src.str.slice(6, 2).cast(pl.Int32, strict=False)
-    ok = src.str.contains(r"^\d{8}$") & date.is_not_null() & (hour < 24)
-    return (src.is_not_null() & ok.not_()).fill_null(True)

@@ -17,6 +17,7 @@ from ctrzip.config import ConfigError, apply_overrides, from_dict, load_yaml, to
 FeatureType = Literal["categorical", "numeric", "sequence"]
 Format = Literal["criteo_tsv", "avazu_csv", "csv", "parquet", "libsvm"]
 SPLIT_NAMES = ("train", "valid", "test")
+MIN_BLOCK_BYTES = 1024
 
 
 @dataclass
@@ -30,10 +31,15 @@ class FeatureConfig:
         source: raw column it is read from (default: ``name``). For ``libsvm`` the field key
             (``field:feat:val``) or the 0-based pair position (``feat:val``); default: its index.
         min_count: keep a value only if it occurs at least this often in the training split
-            (default: the dataset's ``min_count``); rarer and unseen values map to OOV.
-        transform: numeric only: ``log_square_bucket`` (Criteo standard: v > 2 ->
-            floor(ln(v)^2), else int(v); a categorical field) or ``dense`` (a normalized float).
-        normalizer: dense only: ``zscore`` or ``minmax``, fitted on the training split.
+            (default: the dataset's ``min_count``); rarer and unseen values map to OOV. Not
+            for dense fields (they have no vocabulary).
+        transform: numeric only: ``dense`` (the default, FuxiCTR's convention: one float32
+            value, normalized, embedded by a Linear) or ``log_square_bucket`` (asked for
+            explicitly, as the built-in ``criteo`` schema does: v > 2 -> floor(ln(v)^2), else
+            int(v); the token becomes a categorical id).
+        normalizer: dense only: ``zscore`` (default) or ``minmax``, fitted on the training split;
+            a missing value encodes as 0 after normalization (the training mean for zscore, the
+            training minimum for minmax), recorded in the dataset's metadata.
         separator: sequence only: token separator.
         max_len: sequence only: tokens kept per row (first ``max_len``; pad id 0 after).
         derive: categorical only: read a ``YYMMDDHH`` timestamp column and keep its
@@ -57,9 +63,14 @@ class FeatureConfig:
         if self.min_count is not None and self.min_count < 1:
             raise ValueError(f"{where}: min_count must be >= 1")
         if self.type == "numeric":
-            self.transform = self.transform or "log_square_bucket"
+            self.transform = self.transform or "dense"
             if self.transform == "dense":
                 self.normalizer = self.normalizer or "zscore"
+                if self.min_count is not None:
+                    raise ValueError(
+                        f"{where}: min_count applies to ids; a dense numeric field has none "
+                        "(remove min_count, or set transform: log_square_bucket)"
+                    )
             elif self.normalizer is not None:
                 raise ValueError(f"{where}: normalizer applies to transform: dense only")
         elif self.transform is not None or self.normalizer is not None:
@@ -97,24 +108,39 @@ class SplitConfig:
     Args:
         method: ``random`` (hash of (seed, row index): deterministic, chunking-independent),
             ``sequential`` (file order, e.g. time-ordered logs) or ``files`` (one input per split).
-        ratios: fractions for (train, valid) or (train, valid, test); they must sum to 1.
-        seed: seed of the random split.
+        ratios: fractions for (train, valid) or (train, valid, test); they must sum to 1
+            (default 0.8/0.1/0.1; not for ``files``).
+        seed: seed of the random split (default 2024; ``random`` only).
+
+    A setting the method does not use is refused rather than ignored.
     """
 
     method: Literal["random", "sequential", "files"] = "random"
-    ratios: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
-    seed: int = 2024
+    ratios: list[float] | None = None
+    seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.method != "files":
-            if len(self.ratios) not in (2, 3) or any(r < 0 for r in self.ratios):
-                raise ValueError(f"split.ratios must be 2 or 3 non-negative numbers, got {self.ratios}")
-            if not math.isclose(sum(self.ratios), 1.0, abs_tol=1e-6):
-                raise ValueError(f"split.ratios must sum to 1, got {self.ratios} (sum {sum(self.ratios)})")
+        if self.method == "files":
+            if self.ratios is not None or self.seed is not None:
+                raise ValueError(
+                    "split.ratios and split.seed do not apply to split method 'files' "
+                    "(each input file is one split): remove them"
+                )
+            return
+        if self.seed is not None and self.method != "random":
+            raise ValueError(f"split.seed applies to method 'random' only, not {self.method!r}: remove it")
+        if self.method == "random" and self.seed is None:
+            self.seed = 2024
+        if self.ratios is None:
+            self.ratios = [0.8, 0.1, 0.1]
+        if len(self.ratios) not in (2, 3) or any(r < 0 for r in self.ratios):
+            raise ValueError(f"split.ratios must be 2 or 3 non-negative numbers, got {self.ratios}")
+        if not math.isclose(sum(self.ratios), 1.0, abs_tol=1e-6):
+            raise ValueError(f"split.ratios must sum to 1, got {self.ratios} (sum {sum(self.ratios)})")
 
     @property
     def names(self) -> tuple[str, ...]:
-        return SPLIT_NAMES[: len(self.ratios)] if self.method != "files" else SPLIT_NAMES
+        return SPLIT_NAMES[: len(self.ratios)] if self.ratios is not None else SPLIT_NAMES
 
 
 @dataclass
@@ -133,7 +159,13 @@ class DatasetConfig:
         split: see ``SplitConfig``.
         on_bad_rows: ``error`` (raise naming file, line and column) or ``skip`` (drop, count
             and report them).
-        block_mb: bytes read per block (memory per block is a few times this).
+        encoding: text formats only: ``utf-8`` (default; a row with invalid UTF-8 bytes is a
+            bad row) or ``latin-1`` (every byte is a character; for logs exported as Latin-1).
+        block_mb: MiB read per block, at least 0.001 (memory per block is a few times this).
+        version: schema version, 1.
+
+    Text inputs may be gzip, bzip2, xz or zstd compressed (detected from the file's first
+    bytes, whatever its name) and may start with a UTF-8 byte-order mark.
     """
 
     name: str
@@ -144,6 +176,7 @@ class DatasetConfig:
     separator: str | None = None
     split: SplitConfig = field(default_factory=SplitConfig)
     on_bad_rows: Literal["error", "skip"] = "error"
+    encoding: Literal["utf-8", "latin-1"] = "utf-8"
     block_mb: float = 32.0
     version: int = 1
 
@@ -156,8 +189,12 @@ class DatasetConfig:
             raise ValueError(f"features: duplicate names {dup}")
         if self.min_count < 1:
             raise ValueError("min_count must be >= 1")
-        if self.block_mb <= 0:
-            raise ValueError("block_mb must be > 0")
+        if not self.block_mb * (1 << 20) >= MIN_BLOCK_BYTES:
+            raise ValueError(f"block_mb must be at least 1 KiB (0.001), got {self.block_mb}")
+        if self.version != 1:
+            raise ValueError(f"version: this ctrzip reads dataset schema version 1, got {self.version}")
+        if self.encoding != "utf-8" and self.format == "parquet":
+            raise ValueError("encoding applies to text formats; parquet strings are always UTF-8")
         if self.separator is not None and (self.format != "csv" or len(self.separator) != 1):
             raise ValueError("separator: a single character, for format csv only")
         if self.format == "libsvm":

@@ -33,12 +33,12 @@ from typing import Any
 
 import numpy as np
 
-from ctrzip.data.columns import ColumnPlan
+from ctrzip.data.columns import CodedBlock, ColumnPlan
 from ctrzip.data.config import SPLIT_NAMES, DatasetConfig, load_dataset_config
 from ctrzip.data.counts import CodeCounter, Moments, build_vocab, category_lut, id_counts
 from ctrzip.data.dataset import save_counts
 from ctrzip.data.progress import EncodeProgress, prefetch
-from ctrzip.data.readers import BadRows, DataFormatError, open_reader
+from ctrzip.data.readers import BadRowError, BadRows, DataFormatError, Reader, open_reader
 from ctrzip.data.schema import FeatureSchema, FieldSpec
 from ctrzip.data.split import SplitAssigner
 from ctrzip.data.splitfiles import NpyWriter, SplitFiles
@@ -143,7 +143,7 @@ class Encoder:
         state = json.loads(path.read_text())
         if state.get("version") != ENCODER_VERSION:
             raise ValueError(f"{path}: encoder version {state.get('version')} is not {ENCODER_VERSION}")
-        enc = cls(state["config"])
+        enc = cls(_without_unused_split_keys(state["config"]))
         enc.normalizers = state["normalizers"]
         for f in enc.config.features:
             if not f.is_dense:
@@ -184,6 +184,7 @@ class Encoder:
         try:
             with EncodeProgress(progress, sum(p.stat().st_size for p, _ in sources)) as bar:
                 stats = self._scan(plan, sources, assigner, names, files, bad, bar, fit)
+                self._check_rows(files.rows, names, fit, bad)
                 luts = self._fit(plan, stats) if fit else self._luts(plan)
                 plan.release()
                 counts = self._counts(stats, luts) if fit else None
@@ -225,35 +226,78 @@ class Encoder:
             reader = open_reader(self.config, path)
             seen, bad_before = 0, bad.count
             tables = reader.iter_tables(plan.source_columns, bad, plan.key_columns)
-            for table in prefetch(plan.prepare(t) for t in tables):
-                block = plan.apply(table, bad, str(path))
-                n = len(block.label)
-                seen += n
-                if fixed is not None:
-                    split = np.full(n, names.index(fixed), dtype=np.int8)
-                else:
-                    assert assigner is not None
-                    split = assigner.assign(block.rows)
-                # one stable gather groups rows by split (cheaper than a mask per split)
-                order = np.argsort(split, kind="stable")
-                bounds = np.searchsorted(split[order], np.arange(len(names) + 1))
-                codes_all, dense_all, label_all = block.codes[order], block.dense[order], block.label[order]
-                for i, name in enumerate(names):
-                    a, b = bounds[i], bounds[i + 1]
-                    if a == b:
-                        continue
-                    files.append(name, codes_all[a:b], dense_all[a:b], label_all[a:b])
-                    if fit and i == 0:
-                        stats.codes.add(codes_all[a:b])
-                        for j, mo in enumerate(stats.moments.values()):
-                            mo.add(dense_all[a:b, j])
-                bar.advance(table.nbytes, n)
-                blocks += 1
-                if blocks % _TRIM_EVERY == 0:
-                    _trim()
-            if seen == 0 and bad.count == bad_before:
-                raise DataFormatError(f"{path}: no data rows")
+            try:
+                for table in prefetch(plan.prepare(t) for t in tables):
+                    block = plan.apply(table, bad, str(path))
+                    if seen == 0 and len(block.rows) and block.rows[0] > 0 and (hint := reader.describe()):
+                        bad.notes.append(f"{path}: the first {block.rows[0]} rows are bad; {hint}")
+                    seen += len(block.label)
+                    blocks += self._store(block, fixed, assigner, names, files, stats, fit)
+                    bar.advance(table.nbytes, len(block.label))
+                    if blocks % _TRIM_EVERY == 0:
+                        _trim()
+            except BadRowError as err:
+                if seen == 0 and (hint := reader.describe()):  # the very first rows are bad
+                    raise BadRowError(f"{err}; the start of {path.name}: {hint}") from None
+                raise
+            if seen == 0:
+                raise DataFormatError(self._no_rows(reader, path, bad, bad.count - bad_before))
         return stats
+
+    @staticmethod
+    def _no_rows(reader: Reader, path: Path, bad: BadRows, n_bad: int) -> str:
+        """Why a file gave no usable row, with what its start looks like."""
+        hint = reader.describe()
+        if n_bad == 0:
+            what = "no data rows" + (" after the header line" if reader.has_header else "")
+        else:
+            example = next((e for e in bad.examples if e.startswith(f"{path}:")), None)
+            what = f"all {n_bad} rows are bad" + (f" (first: {example})" if example else "")
+        return f"{path}: {what}" + (f"; the start of the file: {hint}" if hint else "")
+
+    @staticmethod
+    def _store(
+        block: CodedBlock,
+        fixed: str | None,
+        assigner: SplitAssigner | None,
+        names: tuple[str, ...],
+        files: SplitFiles,
+        stats: _Stats,
+        fit: bool,
+    ) -> int:
+        """Append one coded block to its splits' files and count the training rows; 1."""
+        n = len(block.label)
+        if fixed is not None:
+            split = np.full(n, names.index(fixed), dtype=np.int8)
+        else:
+            assert assigner is not None
+            split = assigner.assign(block.rows)
+        # one stable gather groups rows by split (cheaper than a mask per split)
+        order = np.argsort(split, kind="stable")
+        bounds = np.searchsorted(split[order], np.arange(len(names) + 1))
+        codes_all, dense_all, label_all = block.codes[order], block.dense[order], block.label[order]
+        for i, name in enumerate(names):
+            a, b = bounds[i], bounds[i + 1]
+            if a == b:
+                continue
+            files.append(name, codes_all[a:b], dense_all[a:b], label_all[a:b])
+            if fit and i == 0:
+                stats.codes.add(codes_all[a:b])
+                for j, mo in enumerate(stats.moments.values()):
+                    mo.add(dense_all[a:b, j])
+        return 1
+
+    def _check_rows(self, rows: dict[str, int], names: tuple[str, ...], fit: bool, bad: BadRows) -> None:
+        """An encode that writes no rows, or fits on no training rows, is an error."""
+        skipped = f" ({bad.count} bad rows skipped)" if bad.count else ""
+        if sum(rows.values()) == 0:
+            raise DataFormatError(f"{self.config.name}: no rows to write{skipped}")
+        if fit and rows[names[0]] == 0:
+            got = ", ".join(f"{k} {v}" for k, v in rows.items())
+            raise DataFormatError(
+                f"{self.config.name}: the {names[0]} split is empty ({got}){skipped}: nothing to fit "
+                "the vocabularies on; check split.ratios or the train input"
+            )
 
     def _fit(self, plan: ColumnPlan, stats: _Stats) -> dict[str, np.ndarray]:
         """Fit vocabularies and normalizers; returns each sparse field's code -> id table.
@@ -275,7 +319,12 @@ class Encoder:
             self.vocabs[f.name], luts[f.name] = vocab, lut
         for f in plan.dense:
             assert f.normalizer is not None
-            self.normalizers[f.name] = stats.moments[f.name].normalizer(f.normalizer)
+            norm = stats.moments[f.name].normalizer(f.normalizer)
+            if not (np.isfinite(norm["shift"]) and np.isfinite(norm["scale"]) and norm["scale"] > 0):
+                raise DataFormatError(
+                    f"field {f.name}: the fitted {f.normalizer} normalizer is not finite: {norm}"
+                )
+            self.normalizers[f.name] = norm
         return luts
 
     def _luts(self, plan: ColumnPlan) -> dict[str, np.ndarray]:
@@ -306,9 +355,13 @@ class Encoder:
         shift = np.array([n["shift"] for n in norm], dtype=np.float64)
         scale = np.array([n["scale"] for n in norm], dtype=np.float64)
 
-        def convert(codes: np.ndarray, raw: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
+        def convert(codes: np.ndarray, raw: np.ndarray, y: np.ndarray, split: str) -> tuple[np.ndarray, ...]:
             idx = np.add(codes, col_off, out=codes) if off_type is np.int32 else codes + col_off
-            return big.take(idx), np.nan_to_num((raw - shift) / scale, nan=0.0), y
+            with np.errstate(over="ignore"):  # checked just below
+                dense = np.nan_to_num((raw - shift) / scale, nan=0.0).astype(np.float32)
+            if not np.isfinite(dense).all():
+                self._not_finite(plan, dense, raw, split)
+            return big.take(idx), dense, y
 
         bar.start_write(sum(files.rows.values()))
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ctrzip-write") as pool:
@@ -320,13 +373,25 @@ class Encoder:
                 )
                 pending: deque[Future[tuple[np.ndarray, ...]]] = deque()
                 for chunk in files.chunks(name, _WRITE_ROWS):
-                    pending.append(pool.submit(convert, *chunk))
+                    pending.append(pool.submit(convert, *chunk, name))
                     if len(pending) > _WRITE_AHEAD:
                         self._write_chunk(writers, pending.popleft().result(), bar)
                 while pending:
                     self._write_chunk(writers, pending.popleft().result(), bar)
                 for w in writers:
                     w.close()
+
+    def _not_finite(self, plan: ColumnPlan, dense: np.ndarray, raw: np.ndarray, split: str) -> None:
+        """Raise naming the dense field whose normalized values overflow float32 (a raw value
+        far outside the training range with a small fitted scale)."""
+        j = int(np.flatnonzero(~np.isfinite(dense).all(axis=0))[0])
+        f = plan.dense[j]
+        value = raw[~np.isfinite(dense[:, j]), j][0]
+        raise DataFormatError(
+            f"field {f.name}: raw value {value:g} in the {split} split normalizes to a non-finite "
+            f"float32 with the fitted {self.normalizers[f.name]}: clean the value or use "
+            "normalizer: minmax fitted on data that covers it"
+        )
 
     @staticmethod
     def _write_chunk(
@@ -376,6 +441,18 @@ def _trim() -> None:
     temporaries of many blocks (hundreds of MB at scale) otherwise."""
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
+
+
+def _without_unused_split_keys(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved config as ``SplitConfig`` now takes it: encoders saved before it refused
+    unused split keys recorded the defaults of ``ratios`` / ``seed`` for methods that do
+    not use them; those values never had an effect."""
+    split = dict(config.get("split") or {})
+    method = split.get("method", "random")
+    drop = ("ratios", "seed") if method == "files" else ("seed",) if method == "sequential" else ()
+    for key in drop:
+        split.pop(key, None)
+    return {**config, "split": split}
 
 
 def _sources(cfg: DatasetConfig, inputs: Inputs) -> list[tuple[Path, str | None]]:

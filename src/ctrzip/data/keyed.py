@@ -10,17 +10,44 @@ coder), so keyed and generic blocks mix freely.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import Protocol
 
 import numpy as np
 import polars as pl
 
-from ctrzip.data.columns import bad_timestamp, bucket_numpy
+from ctrzip.data.config import FeatureConfig
 from ctrzip.data.keycoder import KeyCoder, decode_keys, grow, hash_keys
 from ctrzip.data.readers.base import RawTable
+from ctrzip.data.values import bad_timestamp, bucket_numpy, number_range, out_of_range
 
-if TYPE_CHECKING:
-    from ctrzip.data.columns import ColumnPlan
+
+class _Tokens(Protocol):
+    def encode(self, tokens: np.ndarray) -> np.ndarray: ...
+
+
+class ColumnRules(Protocol):
+    """What ``KeyedCoder`` needs of ``ctrzip.data.columns.ColumnPlan`` (which owns this
+    coder; typed here so neither module imports the other)."""
+
+    sparse: list[FeatureConfig]
+    dense: list[FeatureConfig]
+    lazy: bool
+
+    @property
+    def key_columns(self) -> list[str] | None: ...
+
+    @property
+    def tokens(self) -> Mapping[str, _Tokens]: ...
+
+    def next_codes(self, name: str, present: np.ndarray, raw: np.ndarray) -> np.ndarray: ...
+
+    def code_expr(self, f: FeatureConfig, src: pl.Expr | None = None) -> pl.Expr: ...
+
+    def token_string(self, f: FeatureConfig, src: pl.Expr | None = None) -> pl.Expr: ...
+
+    def record_categories(self, name: str, codes: np.ndarray, text: pl.Series) -> None: ...
+
 
 _BYTE_TOPS = np.array([8 * i + 7 for i in range(8)], dtype=np.uint64)  # free bit of each ASCII byte
 _TEXT = np.uint64(0x7F7F7F7F7F7F7F7F)
@@ -46,7 +73,7 @@ class KeyedCoder:
         plan: the column plan whose generic logic defines every value's meaning.
     """
 
-    def __init__(self, plan: ColumnPlan) -> None:
+    def __init__(self, plan: ColumnRules) -> None:
         assert plan.key_columns is not None
         self.plan = plan
         self.n_sparse = len(plan.sparse)
@@ -119,7 +146,8 @@ class KeyedCoder:
                 self._value[codes], self._bad[codes] = x, (x != 0) & (x != 1)
                 continue
             f = self.fields[s - 1]
-            bad = present & ~np.isfinite(x)
+            lo, hi, _ = number_range([f])
+            bad = out_of_range(x, present, lo, hi)  # the generic path reports it
             x = np.where(bad, np.nan, x)  # a bad row is never coded: no junk tokens
             self._bad[codes] = bad
             if f.is_dense:

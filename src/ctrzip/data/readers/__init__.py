@@ -26,16 +26,16 @@ __all__ = [
 
 def open_reader(config: DatasetConfig, path: str | Path) -> Reader:
     """The reader for ``config.format`` on ``path``."""
-    block = max(1024, int(config.block_mb * (1 << 20)))
+    block = int(config.block_mb * (1 << 20))  # >= 1 KiB (DatasetConfig checks)
     if config.format == "criteo_tsv":
-        return criteo_reader(path, block)
+        return criteo_reader(path, block, config.encoding)
     if config.format == "avazu_csv":
-        return csv_reader(path, ",", block)
+        return csv_reader(path, ",", block, config.encoding)
     if config.format == "csv":
-        return csv_reader(path, config.separator or ",", block)
+        return csv_reader(path, config.separator or ",", block, config.encoding)
     if config.format == "parquet":
         return ParquetReader(path, block)
     if config.format == "libsvm":
         kinds = {f.column: ("value" if f.type == "numeric" else "feature") for f in config.features}
-        return LibsvmReader(path, config.label, kinds, block)
+        return LibsvmReader(path, config.label, kinds, block, config.encoding)
     raise DataFormatError(f"unknown format {config.format!r}")

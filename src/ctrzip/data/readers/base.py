@@ -17,15 +17,10 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
-from ctrzip.errors import UserError
+from ctrzip.data.readers.errors import BadRowError, DataFormatError
+from ctrzip.data.readers.sniff import describe_start
 
-
-class BadRowError(UserError):
-    """A malformed input row under ``on_bad_rows: error``; the message names file, line, column."""
-
-
-class DataFormatError(UserError):
-    """The input as a whole is unusable: empty file, missing columns, unknown format."""
+__all__ = ["BadRowError", "BadRows", "DataFormatError", "RawTable", "Reader"]
 
 
 class RawTable:
@@ -80,11 +75,14 @@ class BadRows:
     Args:
         policy: ``error`` or ``skip``.
         max_examples: how many ``file:line: reason`` examples to keep.
+
+    ``notes`` says what a file whose first rows were bad looks like (``Reader.describe``).
     """
 
     policy: Literal["error", "skip"] = "error"
     max_examples: int = 10
     count: int = 0
+    notes: list[str] = field(default_factory=list)  # what files with bad first rows look like
     _items: list[tuple[int, int, str]] = field(default_factory=list, repr=False)
     _files: dict[str, int] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -110,7 +108,7 @@ class BadRows:
             self._items = sorted(self._items)[: self.max_examples]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"policy": self.policy, "count": self.count, "examples": self.examples}
+        return {"policy": self.policy, "count": self.count, "examples": self.examples, "notes": self.notes}
 
 
 class Reader(abc.ABC):
@@ -147,6 +145,15 @@ class Reader(abc.ABC):
     @abc.abstractmethod
     def count_rows(self) -> int:
         """Data rows in the file (a cheap pass; needed by the sequential split)."""
+
+    @property
+    def has_header(self) -> bool:
+        """Whether line 1 of the file is a header line (not a data row)."""
+        return False
+
+    def describe(self) -> str:
+        """What the start of the file looks like (see ``readers.sniff``), '' if unremarkable."""
+        return describe_start(self.path)
 
     @property
     def total_bytes(self) -> int:

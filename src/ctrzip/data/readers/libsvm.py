@@ -16,7 +16,8 @@ import numpy as np
 import polars as pl
 
 from ctrzip.data.readers.base import BadRows, DataFormatError, RawTable, Reader
-from ctrzip.data.readers.text import count_lines, iter_blocks
+from ctrzip.data.readers.sniff import describe_start
+from ctrzip.data.readers.text import count_lines, invalid_utf8, iter_blocks, line_spans, open_text
 
 
 class LibsvmReader(Reader):
@@ -35,9 +36,10 @@ class LibsvmReader(Reader):
         label: str,
         kinds: dict[str, Literal["feature", "value"]],
         block_bytes: int = 32 << 20,
+        encoding: str = "utf-8",
     ) -> None:
         super().__init__(path, block_bytes)
-        self.label, self.kinds = label, dict(kinds)
+        self.label, self.kinds, self.encoding = label, dict(kinds), encoding
         first = self._first_pair()
         self.keyed = first.count(":") == 2
         if not self.keyed:
@@ -49,9 +51,9 @@ class LibsvmReader(Reader):
                 )
 
     def _first_pair(self) -> str:
-        with open(self.path, "rb") as f:
+        with open_text(self.path) as (f, _):
             for raw in f:
-                parts = raw.decode("utf-8", errors="replace").split()
+                parts = raw.decode("latin-1").split()  # a sniff: the layout is ASCII
                 if len(parts) > 1:
                     return parts[1]
         raise DataFormatError(f"{self.path}: no line with a label and at least one feat:val pair")
@@ -63,12 +65,17 @@ class LibsvmReader(Reader):
     def count_rows(self) -> int:
         return count_lines(self.path)
 
+    def describe(self) -> str:
+        return describe_start(self.path, encoding=self.encoding)
+
     def iter_tables(
         self, columns: list[str], bad: BadRows, key_columns: list[str] | None = None
     ) -> Iterator[RawTable]:
         self.require(columns)
         row0 = 0
-        for blk in iter_blocks(self.path, self.block_bytes):
+        for blk in iter_blocks(self.path, self.block_bytes, encoding=self.encoding):
+            starts, ends = line_spans(blk.data)
+            broken = invalid_utf8(blk.data, starts, ends)  # such lines are bad rows, not replaced
             text = blk.data.decode("utf-8", errors="replace").split("\n")[:-1]
             toks = pl.Series("t", text).str.strip_chars().str.split(" ")
             toks = toks.list.eval(pl.element().filter(pl.element() != ""))
@@ -79,7 +86,15 @@ class LibsvmReader(Reader):
             lines = np.arange(blk.first_line, blk.first_line + blk.n_lines, dtype=np.int64)
             rows = np.arange(row0, row0 + blk.n_lines, dtype=np.int64)
             row0 += blk.n_lines
-            table = RawTable(frame, lines, rows, len(blk.data))
+            table = RawTable(frame, lines, rows, blk.nbytes)
+            if broken:
+                why: list[str | None] = [None] * blk.n_lines
+                for i, pos in broken.items():
+                    why[i] = (
+                        f"invalid UTF-8 byte 0x{blk.data[starts[i] + pos]:02x} (byte {pos + 1} of the "
+                        "line); set encoding: latin-1 if the file is Latin-1 text"
+                    )
+                reasons = pl.Series(why, dtype=pl.String).fill_null(reasons)
             is_bad = reasons.is_not_null().to_numpy()
             if is_bad.any():
                 idx = np.flatnonzero(is_bad)

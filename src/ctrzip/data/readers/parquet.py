@@ -39,6 +39,9 @@ class ParquetReader(Reader):
     def count_rows(self) -> int:
         return int(self._rows)
 
+    def describe(self) -> str:
+        return ""  # a readable parquet file has no text oddities to report
+
     def iter_tables(
         self, columns: list[str], bad: BadRows, key_columns: list[str] | None = None
     ) -> Iterator[RawTable]:
@@ -48,8 +51,49 @@ class ParquetReader(Reader):
         for batch in self._file.iter_batches(batch_size=self._batch, columns=columns):
             frame = pl.from_arrow(batch)
             assert isinstance(frame, pl.DataFrame)
-            frame = frame.select(pl.col(c).cast(pl.String) for c in columns)
             n = len(frame)
             rows = np.arange(row0, row0 + n, dtype=np.int64)
             row0 += n
-            yield RawTable(frame, rows + 1, rows, int(total * n / self._rows))
+            broken = self._invalid_text(frame)
+            frame = frame.select(self._as_text(frame, c) for c in columns)
+            table = RawTable(frame, rows + 1, rows, int(total * n / self._rows))
+            if broken is not None:
+                is_bad, reasons = broken
+                idx = np.flatnonzero(is_bad)
+                bad.add(self.path, rows[idx] + 1, [reasons[int(i)] for i in idx[: bad.max_examples]])
+                table = table.drop(is_bad)
+            yield table
+
+    def _as_text(self, frame: pl.DataFrame, column: str) -> pl.Expr:
+        """``column`` as strings (binary: decoded, invalid UTF-8 -> null, reported by
+        ``_invalid_text``); a type with no text form is an error naming the column."""
+        dtype = frame.schema[column]
+        if dtype == pl.Binary:
+            return pl.col(column).map_elements(_utf8_or_none, return_dtype=pl.String)
+        if dtype.is_nested() or dtype == pl.Object:
+            raise DataFormatError(
+                f"{self.path}: column {column} has type {dtype}; ctrzip reads parquet columns of "
+                "numbers, strings or booleans (write a sequence as one separator-joined string)"
+            )
+        return pl.col(column).cast(pl.String)
+
+    def _invalid_text(self, frame: pl.DataFrame) -> tuple[np.ndarray, dict[int, str]] | None:
+        """Rows of binary columns that are not UTF-8 text: (mask, row -> reason)."""
+        is_bad, reasons = np.zeros(len(frame), dtype=bool), {}
+        for column, dtype in frame.schema.items():
+            if dtype != pl.Binary:
+                continue
+            for i, value in enumerate(frame.get_column(column).to_list()):
+                if value is not None and _utf8_or_none(value) is None and not is_bad[i]:
+                    is_bad[i] = True
+                    reasons[i] = (
+                        f"column {column}: invalid UTF-8 bytes {value[:16]!r} (strings must be UTF-8)"
+                    )
+        return (is_bad, reasons) if is_bad.any() else None
+
+
+def _utf8_or_none(value: bytes) -> str | None:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
