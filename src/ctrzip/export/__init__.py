@@ -1,5 +1,5 @@
 """Pickle-free model artifacts."""
 
-from ctrzip.export.artifact import ArtifactError, load, save
+from ctrzip.export.artifact import ArtifactError, artifact_sizes, load, save
 
-__all__ = ["ArtifactError", "load", "save"]
+__all__ = ["ArtifactError", "artifact_sizes", "load", "save"]
