@@ -99,7 +99,7 @@ def _compressed_rows(
 
     from ctrzip.compression import compress
     from ctrzip.compression.lowrank.feature_mimicking import LowRankConfig
-    from ctrzip.compression.mec.method import MECConfig
+    from ctrzip.compression.mec.method import MECConfig, dense_reason
     from ctrzip.compression.mec.stage1 import CodeLearningConfig
     from ctrzip.compression.sizes import size_report
     from ctrzip.data.dataset import EncodedDataset
@@ -124,11 +124,16 @@ def _compressed_rows(
         )
 
     largest = max(f.vocab_size for f in data.schema.sparse_fields)
+    learning = CodeLearningConfig(steps=100, batch_size=1024)
+    # K = 64, or smaller where a toy --rows leaves no field large enough for 64 codewords to pay off
+    k = next(
+        (k for k in (64, 32, 16) if dense_reason(largest, 16, 4, k, learning.layout, 0, True) is None), 16
+    )
     mec_cfg = MECConfig(
         num_subspaces=4,
-        codebook_size=64,
+        codebook_size=k,
         min_vocab=min(2_000, max(2, largest // 2)),
-        code_learning=CodeLearningConfig(steps=100, batch_size=1024),
+        code_learning=learning,
         plugin_per_field=False,
         seed=seed,
         device=device,
@@ -140,7 +145,7 @@ def _compressed_rows(
     else:
         rows.append(
             _row(
-                "DeepFM + mec(M=4,K=64) + 1 ep fine-tune",
+                f"DeepFM + mec(M=4,K={k}) + 1 ep fine-tune",
                 mec,
                 size_report(mec),
                 evaluate(mec, data["test"], device=device),

@@ -90,13 +90,18 @@ def refuse_listed(method: str, setting: str, name: str, reason: str) -> Compress
 def require_some(method: str, decisions: Sequence[TargetDecision], hint: str) -> None:
     """Raise ``CompressionError`` when no decision is ``compressed`` (nothing would shrink).
 
-    The one-line message gives each kept target's reason (the first few) and ``hint``, the
-    setting to change.
+    The one-line message gives the reasons of the largest kept targets (up to four) and
+    ``hint``, the setting to change; the error's ``targets`` attribute holds every decision
+    (for a caller that prints them all).
     """
     if compressed(decisions):
         return
     if not decisions:
-        raise CompressionError(f"{method}: no target to compress in this model; {hint}")
-    shown = "; ".join(f"{d['target']}: {d['reason']}" for d in decisions[:4])
-    more = f"; and {len(decisions) - 4} more" if len(decisions) > 4 else ""
-    raise CompressionError(f"{method}: nothing would be compressed ({shown}{more}); {hint}")
+        err = CompressionError(f"{method}: no target to compress in this model; {hint}")
+    else:
+        largest = sorted(decisions, key=lambda d: -d["bytes_before"])
+        shown = "; ".join(f"{d['target']}: {d['reason']}" for d in largest[:4])
+        more = f"; and {len(decisions) - 4} more" if len(decisions) > 4 else ""
+        err = CompressionError(f"{method}: nothing would be compressed ({shown}{more}); {hint}")
+    err.targets = list(decisions)  # type: ignore[attr-defined]
+    raise err
