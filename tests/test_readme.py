@@ -25,7 +25,10 @@ def test_readme_python_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     # (10,000) would shrink none of them, and compress refuses that; scale them to this data.
     readme_mec = "MECConfig(num_subspaces=4, codebook_size=256)"
     assert readme_mec in blocks[0]
-    code = blocks[0].replace(readme_mec, 'MECConfig.variant("mec", num_subspaces=4, codebook_size=16, min_vocab=200, steps=5, batch_size=256)')
+    code = blocks[0].replace(
+        readme_mec,
+        'MECConfig.variant("mec", num_subspaces=4, codebook_size=16, min_vocab=200, steps=5, batch_size=256)',
+    )
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
     assert (tmp_path / "runs" / "deepfm_mec_lowrank" / "model.safetensors").exists()
     import ctrzip

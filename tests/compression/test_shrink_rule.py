@@ -102,11 +102,18 @@ def test_lowrank_keeps_layers_that_would_not_shrink(data) -> None:  # type: igno
     assert type(model.get_submodule("mlp.layers.4")) is nn.Linear
     kept = by["mlp.layers.4"]
     assert kept["action"] == "kept" and kept["bytes_before"] == kept["bytes_after"] == (20 * 16 + 16) * 4
-    assert kept["reason"] == f"LowRankLinear rank 10 would not be smaller: {(20 * 10 + 10 + 10 * 16 + 16) * 4:,} B >= 1,344 B"
+    assert (
+        kept["reason"]
+        == f"LowRankLinear rank 10 would not be smaller: {(20 * 10 + 10 + 10 * 16 + 16) * 4:,} B >= 1,344 B"
+    )
     done = by["mlp.layers.2"]
     assert done["action"] == "compressed" and done["kind"] == "linear"
     assert done["bytes_before"] == (24 * 20 + 20) * 4
-    assert done["bytes_after"] == module_bytes(model.get_submodule("mlp.layers.2")) == (24 * 10 + 10 + 10 * 20 + 20) * 4
+    assert (
+        done["bytes_after"]
+        == module_bytes(model.get_submodule("mlp.layers.2"))
+        == (24 * 10 + 10 + 10 * 20 + 20) * 4
+    )
     assert report["bytes"] == {"before": before, "after": stored_bytes(model)}
     assert before - stored_bytes(model) == done["bytes_before"] - done["bytes_after"]
 
@@ -144,9 +151,13 @@ def test_embedding_decisions_count_the_folded_layer(method: str, data) -> None: 
 def test_listed_targets_that_cannot_shrink_are_refused_with_bytes(data) -> None:  # type: ignore[no-untyped-def]
     model = make_model("deepfm")
     state = _state(model)
-    with pytest.raises(CompressionError, match=r"'mlp\.layers\.4' listed in mlp_targets .*1,544 B >= 1,344 B"):
+    with pytest.raises(
+        CompressionError, match=r"'mlp\.layers\.4' listed in mlp_targets .*1,544 B >= 1,344 B"
+    ):
         compress(model, LowRankConfig(rank=10, mlp_targets=("mlp.layers.4",), **NO_FT), data)
-    cfg = SVDConfig(mlp=False, embedding=True, embedding_rank=4, embedding_fields=("cat",), fold=False, **NO_FT)
+    cfg = SVDConfig(
+        mlp=False, embedding=True, embedding_rank=4, embedding_fields=("cat",), fold=False, **NO_FT
+    )
     cat = lowrank_table_bytes(6, 8, 4)
     with pytest.raises(CompressionError, match=rf"'cat' listed in embedding_fields .*{cat:,} B >= 192 B"):
         compress(model, cfg, data)
@@ -187,7 +198,10 @@ def test_tt_rule(data) -> None:  # type: ignore[no-untyped-def]
 def test_codebook_larger_than_the_field_is_refused_at_once(cls, data) -> None:  # type: ignore[no-untyped-def]
     model = make_model("deepfm")
     state = _state(model)
-    with pytest.raises(CompressionError, match=r"'item' listed in fields .*codebook_size 100,000 exceeds the field's 58 coded rows"):
+    with pytest.raises(
+        CompressionError,
+        match=r"'item' listed in fields .*codebook_size 100,000 exceeds the field's 58 coded rows",
+    ):
         compress(model, cls(codebook_size=100_000, fields=("item",), device="cpu"), data)
     assert _unchanged(model, state)
 
@@ -196,17 +210,27 @@ def test_listed_field_whose_pq_form_is_larger_is_refused_with_bytes(data) -> Non
     model = make_model("deepfm")
     dense, pq = pq_field_bytes(60, 8, 4, 32, "additive", first_order=True)
     assert (dense, pq) == (60 * 8 * 4 + 60 * 4, 60 * 4 + (4 * 32 * 8 + 8 + 8) * 4 + (4 * 32 + 2) * 4)
-    with pytest.raises(CompressionError, match=rf"'item' listed in fields .*PQ \(M=4, K=32\) would not be smaller: {pq:,} B >= {dense:,} B"):
+    with pytest.raises(
+        CompressionError,
+        match=rf"'item' listed in fields .*PQ \(M=4, K=32\) would not be smaller: {pq:,} B >= {dense:,} B",
+    ):
         compress(model, MECConfig(num_subspaces=4, codebook_size=32, fields=("item",), device="cpu"), data)
 
 
 def test_min_vocab_above_every_field_is_refused_with_each_reason(data) -> None:  # type: ignore[no-untyped-def]
     """Kind 4, example C: the shipped min_vocab 10000 on small fields quantized nothing and said 1.0x."""
     model = make_model("deepfm")
-    with pytest.raises(CompressionError, match=r"mec: nothing would be compressed \(embedding\.tables\.item: vocab 60 < min_vocab 10000; embedding\.tables\.user: vocab 30 .*lower min_vocab") as err:
+    with pytest.raises(
+        CompressionError,
+        match=r"mec: nothing would be compressed \(embedding\.tables\.item: vocab 60 < min_vocab 10000; "
+        r"embedding\.tables\.user: vocab 30 .*lower min_vocab",
+    ) as err:
         compress(model, MECConfig(device="cpu"), data)  # largest fields first
     reasons = {d["target"]: d["reason"] for d in err.value.targets}  # every decision, for the CLI
-    assert reasons == {f"embedding.tables.{f}": f"vocab {v} < min_vocab 10000" for f, v in (("user", 30), ("item", 60), ("tags", 15), ("cat", 6))}
+    assert reasons == {
+        f"embedding.tables.{f}": f"vocab {v} < min_vocab 10000"
+        for f, v in (("user", 30), ("item", 60), ("tags", 15), ("cat", 6))
+    }
 
 
 def test_mec_report_lists_compressed_and_kept_fields_with_measured_bytes(data) -> None:  # type: ignore[no-untyped-def]
@@ -217,12 +241,15 @@ def test_mec_report_lists_compressed_and_kept_fields_with_measured_bytes(data) -
     by = {d["target"]: d for d in report["targets"]}
     assert set(by) == {f"embedding.tables.{f}" for f in ("user", "item", "tags", "cat")}
     assert by["embedding.tables.tags"] == {
-        "target": "embedding.tables.tags", "kind": "table", "action": "kept", "reason": "vocab 15 < min_vocab 20",
+        "target": "embedding.tables.tags", "kind": "table", "action": "kept",
+        "reason": "vocab 15 < min_vocab 20",
         "bytes_before": 15 * 8 * 4 + 15 * 4, "bytes_after": 15 * 8 * 4 + 15 * 4,
     }  # fmt: skip
     for name, v in (("user", 30), ("item", 60)):
         d = by[f"embedding.tables.{name}"]
-        measured = module_bytes(model.embedding.tables[name]) + module_bytes(model.first_order.embedding.tables[name])
+        measured = module_bytes(model.embedding.tables[name]) + module_bytes(
+            model.first_order.embedding.tables[name]
+        )
         assert d["action"] == "compressed" and d["bytes_after"] == measured
         assert (d["bytes_before"], d["bytes_after"]) == pq_field_bytes(v, 8, 2, 4, "concat", first_order=True)
     assert report["bytes"] == {"before": before, "after": stored_bytes(model)}
@@ -237,16 +264,32 @@ def test_byte_formulas_match_the_modules() -> None:
         assert lowrank_linear_bytes(24, 20, k, bias) == module_bytes(low) == low.nbytes()
     assert module_bytes(lin) == (24 * 20 + 20) * 4
     for v, d, k in ((30, 8, 2), (1000, 16, 5)):
-        assert lowrank_table_bytes(v, d, k) == module_bytes(LowRankTable(v, d, k)) == LowRankTable(v, d, k).nbytes()
+        assert (
+            lowrank_table_bytes(v, d, k)
+            == module_bytes(LowRankTable(v, d, k))
+            == LowRankTable(v, d, k).nbytes()
+        )
     for v, d, r in ((60, 8, 2), (300, 4, 64), (12345, 16, 16), (7, 6, 3)):
         assert tt_table_bytes(v, d, r) == TTTable(v, d, r).nbytes(), (v, d, r)
     # folding one field of rank k into a 24-output Linear over 4 fields of dim 8
     base = nn.Linear(32, 24)
     tables = {"a": LowRankTable(10, 8, 3)}
     parts = [["a", 8, 4], ["b", 8, 0], ["c", 8, 0], ["d", 8, 0]]
-    assert module_bytes(FoldedLinear.fold(base, tables, parts)) - module_bytes(base) == fold_delta_bytes(24, 8, 3)
+    assert module_bytes(FoldedLinear.fold(base, tables, parts)) - module_bytes(base) == fold_delta_bytes(
+        24, 8, 3
+    )
     # the MEC field rule against a real PQ table (concat, K = 4, M = 2 -> uint8 codes)
     table = DenseTable(60, 8)
     pq = PQTable.from_dense(table, PQFit(torch.zeros(60, 2, dtype=torch.long), torch.zeros(2, 4, 4)))
-    assert pq_field_bytes(60, 8, 2, 4, "concat")[1] == module_bytes(pq) and pq_field_bytes(60, 8, 2, 4, "concat")[0] == module_bytes(table)
+    assert pq_field_bytes(60, 8, 2, 4, "concat")[1] == module_bytes(pq) and pq_field_bytes(
+        60, 8, 2, 4, "concat"
+    )[0] == module_bytes(table)
     assert copy.deepcopy(pq).nbytes() == module_bytes(pq)
+
+
+def test_patterns_that_match_nothing_are_user_errors(data) -> None:  # type: ignore[no-untyped-def]
+    model = make_model("deepfm")
+    with pytest.raises(CompressionError, match=r"mlp_targets: no nn.Linear matches \['mlp.nope'\]"):
+        compress(model, LowRankConfig(rank=4, mlp_targets=("mlp.nope",), **NO_FT), data)
+    with pytest.raises(CompressionError, match=r"fields: patterns \['zz\*'\] match no sparse field"):
+        compress(model, TTConfig(fields=("zz*",), **NO_FT), data)

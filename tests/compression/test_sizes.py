@@ -72,13 +72,19 @@ def test_sizes_count_what_is_stored_not_what_tables_claim(tiny_schema, tmp_path)
     model.embedding.tables["item"] = _CodesTable(120, 4)
     rep = size_report(model)
     stored = 120 * 1 + 4 * 4 * 4  # uint8 codes + fp32 codebook
-    assert rep["tables"]["embedding.tables.item"]["bytes"] == stored != model.embedding.tables["item"].nbytes()
+    assert (
+        rep["tables"]["embedding.tables.item"]["bytes"] == stored != model.embedding.tables["item"].nbytes()
+    )
     delta = 120 * 4 * 4 - stored
     assert rep["components"]["embedding"]["bytes"] == before["components"]["embedding"]["bytes"] - delta
     assert rep["components"]["dense"] == before["components"]["dense"]  # codes are not "dense"
     save(tmp_path / "a", model)
     on_disk = load_file(str(tmp_path / "a" / "model.safetensors"))
-    assert rep["total"]["bytes"] == stored_bytes(model) == sum(t.numel() * t.element_size() for t in on_disk.values())
+    assert (
+        rep["total"]["bytes"]
+        == stored_bytes(model)
+        == sum(t.numel() * t.element_size() for t in on_disk.values())
+    )
 
 
 def test_format_size_report_lists_components(tiny_schema) -> None:

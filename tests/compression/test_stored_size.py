@@ -27,11 +27,21 @@ FAST = {"kmeans_iters": 3}
 CONFIGS = {
     "dense": None,
     "mec": MECConfig.variant(  # weighted k-means: the MEC family's fastest code learner
-        "weighted_kmeans", num_subspaces=2, codebook_size=4, min_vocab=20, protocol="none", plugin_per_field=False,
-        device="cpu", **FAST,
+        "weighted_kmeans",
+        num_subspaces=2,
+        codebook_size=4,
+        min_vocab=20,
+        protocol="none",
+        plugin_per_field=False,
+        device="cpu",
+        **FAST,
     ),  # fmt: skip
-    "lowrank": LowRankConfig(rank=4, embedding=True, embedding_rank=2, finetune_epochs=0, eval_split=None, device="cpu"),
-    "svd": SVDConfig(rank=4, embedding=True, embedding_rank=2, finetune_epochs=0, eval_split=None, device="cpu"),
+    "lowrank": LowRankConfig(
+        rank=4, embedding=True, embedding_rank=2, finetune_epochs=0, eval_split=None, device="cpu"
+    ),
+    "svd": SVDConfig(
+        rank=4, embedding=True, embedding_rank=2, finetune_epochs=0, eval_split=None, device="cpu"
+    ),
     "tt": TTConfig(tt_rank=2, min_vocab=50, finetune_epochs=0, eval_split=None, device="cpu"),
 }
 
@@ -42,7 +52,9 @@ def data(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-d
 
 
 @pytest.mark.parametrize("method", list(CONFIGS))
-def test_reported_size_equals_saved_tensors_and_file_size_is_reported(method: str, data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_reported_size_equals_saved_tensors_and_file_size_is_reported(
+    method: str, data, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     model = make_model("deepfm", batch_norm=True)  # BatchNorm buffers: what model_bytes used to miss
     if CONFIGS[method] is not None:
         compress(model, CONFIGS[method], data)
@@ -98,8 +110,9 @@ def test_byte_breakdown_network_is_everything_outside_tables(tiny_schema) -> Non
     model = build_model("deepfm", tiny_schema, {"embedding_dim": 4, "mlp": [8, 6], "batch_norm": True})
     bb = byte_breakdown(model)
     tables = sum(
-        module_bytes(m) for fqn, m in model.named_modules() if fqn.startswith(("embedding", "first_order"))
-        and type(m).__name__ == "FieldEmbedding"
+        module_bytes(m)
+        for fqn, m in model.named_modules()
+        if fqn.startswith(("embedding", "first_order")) and type(m).__name__ == "FieldEmbedding"
     )
     assert bb["network"] == stored_bytes(model) - tables
     assert bb["embedding"] + bb["first_order"] == tables and bb["codes"] == bb["codebooks"] == 0

@@ -120,7 +120,13 @@ def size_report(model: nn.Module) -> dict[str, Any]:
     total_bytes = sum(v[1] for v in sums.values())
     total = _entry(sum(v[0] for v in sums.values()), total_bytes)
     projection = {"codes_packed": packed, "total_packed": total_bytes - parts["codes"] + packed}
-    return {"components": components, "tables": tables, "parts": parts, "total": total, "projection": projection}
+    return {
+        "components": components,
+        "tables": tables,
+        "parts": parts,
+        "total": total,
+        "projection": projection,
+    }
 
 
 def byte_breakdown(model: nn.Module) -> dict[str, Any]:

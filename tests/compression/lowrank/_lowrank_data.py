@@ -64,7 +64,9 @@ def make_model(name: str = "deepfm", seed: int = 0, **params: object) -> CTRMode
     return build_model(name, schema(), base).eval()
 
 
-def make_low_rank(model: CTRModel, table_rank: int | None = None, linears: dict[str, int] | None = None) -> CTRModel:
+def make_low_rank(
+    model: CTRModel, table_rank: int | None = None, linears: dict[str, int] | None = None
+) -> CTRModel:
     """Give tables rows in a ``table_rank``-dim linear subspace (padding row kept zero) and the
     named Linears weights of the given rank, so that compression at those ranks is exact while
     still smaller than the dense modules (a full-rank factorization never is)."""

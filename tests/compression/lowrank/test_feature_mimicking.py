@@ -113,7 +113,9 @@ def test_folded_low_rank_model_and_deepcopy_agree(data) -> None:  # type: ignore
 
 def test_mlp_full_rank_is_lossless_and_energy_reported(data) -> None:  # type: ignore[no-untyped-def]
     # rank-4 weights: rank 4 is the layers' full rank and still smaller (rank 16 never is)
-    model = make_low_rank(make_model("dcnv2", mlp=[16, 16, 16]), linears={"mlp.layers.2": 4, "mlp.layers.4": 4})
+    model = make_low_rank(
+        make_model("dcnv2", mlp=[16, 16, 16]), linears={"mlp.layers.2": 4, "mlp.layers.4": 4}
+    )
     ref_model = copy.deepcopy(model)
     cfg = LowRankConfig(rank=4, finetune_epochs=0, eval_split=None, batch_size=128, device="cpu")
     compress(model, cfg, data)

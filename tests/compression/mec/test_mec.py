@@ -13,8 +13,8 @@ from ctrzip.compression.mec.method import VARIANTS, MECConfig, PQConfig, select_
 from ctrzip.compression.mec.stage1 import CodeLearningConfig, _Coder, _replace_dead, fit_codes
 from ctrzip.compression.mec.stage2 import StageTwoConfig
 from ctrzip.compression.sizes import byte_breakdown as model_bytes
-from ctrzip.errors import CompressionError
 from ctrzip.config import ConfigError, from_dict, to_dict
+from ctrzip.errors import CompressionError
 from ctrzip.models.base import build_model
 from ctrzip.nn.embedding.pq import PQTable, SharedCodesPQTable, bind_shared_codes
 from ctrzip.nn.swappable import SWAPPABLE
@@ -238,7 +238,9 @@ def test_select_fields_rule(trained):
     assert chosen == [] and set(skipped) == {"big", "small"}
     chosen, _ = select_fields(base, _cfg(fields=("big",)))
     assert chosen == ["big"]
-    with pytest.raises(CompressionError, match=r"'small' listed in fields .*codebook_size 16 exceeds .* 6 coded rows"):
+    with pytest.raises(
+        CompressionError, match=r"'small' listed in fields .*codebook_size 16 exceeds .* 6 coded rows"
+    ):
         select_fields(base, _cfg(fields=("small",)))  # 8 ids: padding, 6 coded rows, OOV
     with pytest.raises(CompressionError, match="not sparse fields"):
         select_fields(base, _cfg(fields=("nope",)))

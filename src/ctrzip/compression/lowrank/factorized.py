@@ -172,7 +172,9 @@ def table_decision(
         after += fold_delta_bytes(fold_out, d, k, item)  # type: ignore[arg-type]
     form = "LowRankTable" + (" with its folded first-layer columns" if folded else "")
     if k >= d:
-        reason: str | None = f"{setting} {k} >= embedding dim {d}: {form} is never smaller ({after:,} B >= {before:,} B)"
+        reason: str | None = (
+            f"{setting} {k} >= embedding dim {d}: {form} is never smaller ({after:,} B >= {before:,} B)"
+        )
     else:
         reason = not_smaller(f"{form} rank {k}", before, after)
     return decide(f"embedding.tables.{name}", "table", before, after, reason)
@@ -216,7 +218,10 @@ class FactorizedMethod(CompressionMethod[C], Generic[C]):
         device = resolve_device(cfg.device)
         model.to(device)
         self.decisions: list[TargetDecision] = []
-        report: dict[str, Any] = {"params_before": count_params(model), "bytes": {"before": stored_bytes(model)}}
+        report: dict[str, Any] = {
+            "params_before": count_params(model),
+            "bytes": {"before": stored_bytes(model)},
+        }
         for step in self.steps():
             t0 = time.perf_counter()
             first, before = len(self.decisions), stored_bytes(model)

@@ -13,9 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ctrzip.compression.api import register_method
+from ctrzip.compression.api import TargetDecision, register_method
 from ctrzip.compression.calibrate import IdMaskedMoments, calibrate
-from ctrzip.compression.api import TargetDecision
 from ctrzip.compression.lowrank.factorized import (
     FactorizedMethod,
     StepOptions,
@@ -170,7 +169,11 @@ class LowRank(FactorizedMethod[LowRankConfig]):
         cfg = self.config
         down_bias = cfg.bias_form == "centered"
         if step == "mlp":
-            return None if cfg.rank is None else mlp_decisions(self.key, model, cfg.mlp_targets, cfg.rank, down_bias)
+            return (
+                None
+                if cfg.rank is None
+                else mlp_decisions(self.key, model, cfg.mlp_targets, cfg.rank, down_bias)
+            )
         return None if cfg.embedding_rank is None else embedding_decisions(self.key, model, cfg)
 
     def hint(self) -> str:
@@ -181,7 +184,9 @@ class LowRank(FactorizedMethod[LowRankConfig]):
         targets = mlp_targets(model, cfg.mlp_targets)
         plan = self.plan("mlp", model)
         if plan is not None:  # fixed rank: calibrate only the layers that will shrink
-            targets = {fqn: lin for (fqn, lin), d in zip(targets.items(), plan, strict=True) if self.decided(d)}
+            targets = {
+                fqn: lin for (fqn, lin), d in zip(targets.items(), plan, strict=True) if self.decided(d)
+            }
         if not targets:
             return {}
         data = _require_train(data, "MLP calibration")
@@ -250,7 +255,11 @@ class LowRank(FactorizedMethod[LowRankConfig]):
         plan = self.plan("embedding", model)
         names = None
         if plan is not None:  # fixed rank: statistics only of the fields that will shrink
-            names = [name for name, d in zip(tables(model, cfg.embedding_fields), plan, strict=True) if self.decided(d)]
+            names = [
+                name
+                for name, d in zip(tables(model, cfg.embedding_fields), plan, strict=True)
+                if self.decided(d)
+            ]
             if not names:
                 return {"fields": {}}
         stats = self.field_stats(model, data, names)

@@ -13,7 +13,14 @@ from typing import Any, Literal
 from ctrzip.compression.api import TargetDecision, register_method
 from ctrzip.compression.lowrank.factorized import FactorizedMethod, StepOptions
 from ctrzip.compression.select import tables
-from ctrzip.compression.shrink import decide, explicit_names, module_bytes, not_smaller, refuse_listed, tt_table_bytes
+from ctrzip.compression.shrink import (
+    decide,
+    explicit_names,
+    module_bytes,
+    not_smaller,
+    refuse_listed,
+    tt_table_bytes,
+)
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.models.base import CTRModel
 from ctrzip.nn.embedding.tt import TTTable

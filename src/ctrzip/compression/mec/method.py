@@ -31,9 +31,9 @@ from ctrzip.compression.shrink import decide, module_bytes, not_smaller, refuse_
 from ctrzip.compression.sizes import byte_breakdown
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.data.loader import resolve_device
+from ctrzip.errors import CompressionError
 from ctrzip.models.base import CTRModel
 from ctrzip.nn.embedding.base import DenseTable, EmbeddingTable
-from ctrzip.errors import CompressionError
 from ctrzip.nn.embedding.pq import Layout, PQFit, PQTable, pq_float_bytes, pq_table_bytes
 
 # Ablation presets (spec/MEC.md "Variants"): overrides of CodeLearningConfig.
@@ -191,7 +191,9 @@ def field_decisions(model: CTRModel, cfg: MECConfig, method: str = "mec") -> lis
     if cfg.fields is not None:
         unknown = [f for f in cfg.fields if f not in tables]
         if unknown:
-            raise CompressionError(f"{method}: fields {unknown} are not sparse fields (have: {', '.join(tables)})")
+            raise CompressionError(
+                f"{method}: fields {unknown} are not sparse fields (have: {', '.join(tables)})"
+            )
     m, k, layout = cfg.num_subspaces, cfg.codebook_size, cfg.code_learning.layout
     out = []
     for name, table in tables.items():
@@ -273,7 +275,9 @@ class MEC(CompressionMethod[MECConfig]):
         for name, d in zip(names, decisions, strict=True):  # measured, not predicted
             if d["action"] == "compressed":
                 lr = _first_order_tables(model, name) if cfg.first_order == "codes" else []
-                d["bytes_after"] = module_bytes(model.embedding.tables[name]) + sum(module_bytes(t) for t in lr)
+                d["bytes_after"] = module_bytes(model.embedding.tables[name]) + sum(
+                    module_bytes(t) for t in lr
+                )
         report["targets"] = decisions
         before, after = report["sizes_before"], byte_breakdown(model)
         report["sizes"] = after
