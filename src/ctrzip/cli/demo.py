@@ -124,7 +124,8 @@ def _compressed_rows(
         )
 
     largest = max(f.vocab_size for f in data.schema.sparse_fields)
-    learning = CodeLearningConfig(steps=100, batch_size=1024)
+    # a toy --rows leaves fields of a few hundred ids: a few steps over them are enough
+    learning = CodeLearningConfig(steps=100 if largest >= 2_000 else 10, batch_size=min(1024, largest))
     # K = 64, or smaller where a toy --rows leaves no field large enough for 64 codewords to pay off
     k = next(
         (k for k in (64, 32, 16) if dense_reason(largest, 16, 4, k, learning.layout, 0, True) is None), 16
