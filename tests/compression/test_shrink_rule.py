@@ -293,3 +293,14 @@ def test_patterns_that_match_nothing_are_user_errors(data) -> None:  # type: ign
         compress(model, LowRankConfig(rank=4, mlp_targets=("mlp.nope",), **NO_FT), data)
     with pytest.raises(CompressionError, match=r"fields: patterns \['zz\*'\] match no sparse field"):
         compress(model, TTConfig(fields=("zz*",), **NO_FT), data)
+
+
+@pytest.mark.parametrize("config", [LowRankConfig(rank=4, **NO_FT), SVDConfig(rank=4, **NO_FT)])
+def test_a_model_without_targets_is_refused_not_reported_compressed(config, data) -> None:  # type: ignore[no-untyped-def]
+    from ctrzip.models.base import build_model
+
+    from .lowrank._lowrank_data import schema
+
+    model = build_model("fm", schema(), {"embedding_dim": 8})  # no MLP tower: nothing for mlp=True
+    with pytest.raises(CompressionError, match="nothing to compress: the settings select no target"):
+        compress(model, config, data)

@@ -97,7 +97,7 @@ def require_some(method: str, decisions: Sequence[TargetDecision], hint: str) ->
     if compressed(decisions):
         return
     if not decisions:
-        err = CompressionError(f"{method}: no target to compress in this model; {hint}")
+        err = CompressionError(f"{method}: nothing to compress: the settings select no target in this model")
     else:
         largest = sorted(decisions, key=lambda d: -d["bytes_before"])
         shown = "; ".join(f"{d['target']}: {d['reason']}" for d in largest[:4])
