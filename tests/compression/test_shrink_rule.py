@@ -32,7 +32,7 @@ from ctrzip.nn.embedding.pq import PQFit, PQTable
 from ctrzip.nn.embedding.tt import TTTable
 from ctrzip.nn.lowrank_linear import LowRankLinear
 
-from .lowrank._lowrank_data import make_dataset, make_model
+from .lowrank._lowrank_data import make_dataset, make_low_rank, make_model
 
 NO_FT = {"finetune_epochs": 0, "eval_split": None, "device": "cpu"}
 KMEANS = {"num_subspaces": 2, "codebook_size": 4, "protocol": "none", "plugin_per_field": False,
@@ -304,3 +304,20 @@ def test_a_model_without_targets_is_refused_not_reported_compressed(config, data
     model = build_model("fm", schema(), {"embedding_dim": 8})  # no MLP tower: nothing for mlp=True
     with pytest.raises(CompressionError, match="nothing to compress: the settings select no target"):
         compress(model, config, data)
+
+
+def test_variance_rank_refusal_of_a_listed_layer_changes_nothing(data) -> None:  # type: ignore[no-untyped-def]
+    """Layer 2 (rank-3 weights) would shrink, listed layer 4 (20 -> 16, full rank) cannot: the
+    refusal comes before layer 2 is swapped."""
+    model = make_low_rank(make_model("deepfm"), linears={"mlp.layers.2": 3})
+    state = _state(model)
+    cfg = LowRankConfig(rank=None, variance=0.999999, mlp_targets=("mlp.layers.2", "mlp.layers.4"), **NO_FT)
+    with pytest.raises(CompressionError, match=r"'mlp\.layers\.4' listed in mlp_targets"):
+        compress(model, cfg, data)
+    assert _unchanged(model, state) and type(model.get_submodule("mlp.layers.2")) is nn.Linear
+    compress(model, LowRankConfig(rank=None, variance=0.999999, mlp_targets=("mlp.layers.2",), **NO_FT), data)
+    (d,) = model.compression_log[-1]["report"]["targets"]
+    assert d["action"] == "compressed" and d["bytes_after"] == module_bytes(
+        model.get_submodule("mlp.layers.2")
+    )
+    assert model.get_submodule("mlp.layers.2").rank == 3

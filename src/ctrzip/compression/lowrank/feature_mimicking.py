@@ -201,13 +201,18 @@ class LowRank(FactorizedMethod[LowRankConfig]):
         )
         report = {}
         listed = explicit_names(cfg.mlp_targets)
-        for fqn, linear in targets.items():
+        down_bias = cfg.bias_form == "centered"
+        steps = []
+        for fqn, linear in targets.items():  # every decision (and refusal) before any swap
             res = pca(observers[fqn])
             k = choose_rank(res, cfg.rank, cfg.variance)
+            d = None
             if plan is None:  # rank from the variance: decide now
-                d = linear_decision(fqn, linear, k, cfg.bias_form == "centered")
-                if not self.decided(checked(self.key, "mlp_targets", listed, fqn, d)):
-                    continue
+                d = checked(self.key, "mlp_targets", listed, fqn, linear_decision(fqn, linear, k, down_bias))
+            steps.append((fqn, linear, res, k, d))
+        for fqn, linear, res, k, d in steps:
+            if d is not None and not self.decided(d):
+                continue
             new = LowRankLinear.from_pca(linear, res.mean, res.basis[:, :k], cfg.relu_between, cfg.bias_form)
             replace_module(model, fqn, new)
             report[fqn] = {**res.energy_report(k), "shape": [linear.in_features, linear.out_features]}
@@ -264,11 +269,14 @@ class LowRank(FactorizedMethod[LowRankConfig]):
                 return {"fields": {}}
         stats = self.field_stats(model, data, names)
         fields = {}
-        for name, res in stats.items():
-            old = model.embedding.tables[name]
-            k = choose_rank(res, cfg.embedding_rank, cfg.embedding_variance)
-            if plan is None and not self.decided(embedding_decision(self.key, model, cfg, name, k)):
-                continue
+        ranks = {
+            name: choose_rank(res, cfg.embedding_rank, cfg.embedding_variance) for name, res in stats.items()
+        }
+        if plan is None:  # ranks from the variance: every decision (and refusal) before any swap
+            decisions = {name: embedding_decision(self.key, model, cfg, name, k) for name, k in ranks.items()}
+            ranks = {name: k for name, k in ranks.items() if self.decided(decisions[name])}
+        for name, k in ranks.items():
+            res, old = stats[name], model.embedding.tables[name]
             new = LowRankTable.from_pca(
                 old.materialize(), res.mean, res.basis[:, :k], _padding_idx(old), cfg.embedding_form
             )
