@@ -49,8 +49,9 @@ def _owner(key: str, prefixes: list[str]) -> str | None:
     return best
 
 
-def _account(model: nn.Module) -> dict[str, Any]:
-    """One pass over the saved tensors: per key, its component, table and PQ part."""
+def _account(model: nn.Module) -> list[tuple[str, Tensor, str, str | None, nn.Module | None, str | None]]:
+    """Per saved tensor: ``(key, tensor, component, owning table fqn, table module, PQ part)``
+    where the PQ part is ``codes``, ``codebooks`` (other tensors of a PQ table) or None."""
     modules = dict(model.named_modules())
     fields = [fqn for fqn, m in modules.items() if isinstance(m, FieldEmbedding) and fqn]
     tables = [fqn for fqn, m in modules.items() if isinstance(m, EmbeddingTable) and fqn]
@@ -64,7 +65,7 @@ def _account(model: nn.Module) -> dict[str, Any]:
         if isinstance(tmod, PQTable):
             pq = "codes" if key == f"{table}.codes" else "codebooks"
         rows.append((key, t, comp, table, tmod, pq))
-    return {"rows": rows}
+    return rows
 
 
 def _entry(params: int, nbytes_: int) -> dict[str, Any]:
@@ -92,7 +93,7 @@ def size_report(model: nn.Module) -> dict[str, Any]:
     parts = {"codes": 0, "codebooks": 0}
     seen_params: set[int] = set()
     packed = 0
-    for _key, t, comp, table, tmod, pq in _account(model)["rows"]:
+    for _key, t, comp, table, tmod, pq in _account(model):
         n = nbytes(t)
         p = t.numel() if isinstance(t, nn.Parameter) and id(t) not in seen_params else 0
         if isinstance(t, nn.Parameter):
@@ -142,7 +143,7 @@ def byte_breakdown(model: nn.Module) -> dict[str, Any]:
     """
     out = {k: 0 for k in ("embedding", "first_order", "codebooks", "codes", "network")}
     packed = 0
-    for _key, t, comp, _table, tmod, pq in _account(model)["rows"]:
+    for _key, t, comp, _table, tmod, pq in _account(model):
         n = nbytes(t)
         if pq is not None:
             out[pq] += n
