@@ -43,6 +43,7 @@ from ctrzip.compression.sizes import size_report
 from ctrzip.data.dataset import EncodedDataset, SplitArrays, save_counts, save_split
 from ctrzip.data.loader import BatchLoader
 from ctrzip.data.schema import FeatureSchema, FieldSpec
+from ctrzip.errors import CompressionError
 from ctrzip.models.base import CTRModel, build_model
 from ctrzip.train import TrainConfig, Trainer, evaluate
 
@@ -127,7 +128,7 @@ class Bench:
             "seed": seed,
             "row": row,
             "params_M": count_params(model) / 1e6,
-            "bytes": size_report(model)["total"]["bytes"],  # tables via nbytes(), buffers included
+            "bytes": size_report(model)["total"]["bytes"],  # the stored size (every saved tensor)
             "direct": _metrics(step.get("direct")),
             "finetuned": _metrics(step.get("finetuned")),
             "throughput": self.throughput(model) if self.args.throughput_batch else None,
@@ -176,9 +177,13 @@ class Bench:
         control2 = finetune_control(base, StepOptions(**{**common, "finetune_epochs": 2 * a.ft_epochs}), data)
         self.record(name, seed, "dense + 2xFT (control)", base, {"direct": control2.get("finetuned")})
 
-        def row(label: str, cfg: Any, step: str, start: CTRModel = base) -> CTRModel:
+        def row(label: str, cfg: Any, step: str, start: CTRModel = base) -> CTRModel | None:
             m = copy.deepcopy(start)
-            compress(m, cfg, data)
+            try:
+                compress(m, cfg, data)
+            except CompressionError as err:  # nothing of this model would shrink: no row, say why
+                print(f"{name:8s} s{seed} {label:28s} skipped: {err}", flush=True)
+                return None
             rep = m.compression_log[-1]["report"]
             self.record(name, seed, label, m, rep[step])
             return m
@@ -202,12 +207,13 @@ class Bench:
         if mlp_model is None:
             mlp_model = row("pipeline: MLP", LowRankConfig(rank=a.mlp_ranks[0], **common), "mlp")
         k = a.pipeline_emb_rank
-        row(
-            f"pipeline: MLP+EMB {a.dim}->{k}",
-            LowRankConfig(mlp=False, embedding=True, embedding_rank=k, **common),
-            "embedding",
-            mlp_model,
-        )
+        if mlp_model is not None:
+            row(
+                f"pipeline: MLP+EMB {a.dim}->{k}",
+                LowRankConfig(mlp=False, embedding=True, embedding_rank=k, **common),
+                "embedding",
+                mlp_model,
+            )
         if "baselines" in skip:
             return
         row(f"svd MLP r{a.mlp_ranks[0]}", SVDConfig(rank=a.mlp_ranks[0], **common), "mlp")

@@ -36,7 +36,8 @@ import torch
 from ctrzip.compression import compress
 from ctrzip.compression.mec.method import VARIANTS, MECConfig
 from ctrzip.compression.mec.projection import FULL_SCALE_VOCAB, project_mec_bytes
-from ctrzip.compression.mec.stage2 import StageTwoConfig, finetune, model_bytes
+from ctrzip.compression.mec.stage2 import StageTwoConfig, finetune
+from ctrzip.compression.sizes import byte_breakdown
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.models.base import CTRModel, build_model
 from ctrzip.train import TrainConfig, Trainer, evaluate
@@ -140,7 +141,7 @@ class Bench:
     def run(self, seed: int) -> None:
         a, data = self.args, self.data
         base = self.base_model(seed)
-        dense_bytes = model_bytes(base)
+        dense_bytes = byte_breakdown(base)
         base_valid = evaluate(base, data["valid"], device=a.device)
         control = copy.deepcopy(base)
         if a.protocol == "finetune":  # same extra training as the compressed models
@@ -243,7 +244,7 @@ class Bench:
             "final_test": _m(test),
             "bytes": sizes,
             "ratio": dense["total"] / sizes["total"],
-            "ratio_packed": dense["total"] / sizes["total_packed"],
+            "ratio_packed_projection": dense["total"] / sizes["total_packed_projection"],
             **extra,
             **self.meta,
         }

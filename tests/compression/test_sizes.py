@@ -1,4 +1,4 @@
-"""size_report against a hand count; compressed tables counted through nbytes()."""
+"""size_report against a hand count and against the tensors ``ctrzip.save`` writes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from ctrzip.compression.sizes import MB, format_size_report, size_report
+from ctrzip.compression.sizes import MB, format_size_report, size_report, stored_bytes
 from ctrzip.models.base import build_model
 from ctrzip.nn.embedding.base import EmbeddingTable
 
@@ -43,7 +43,7 @@ def test_deepfm_matches_manual_count(tiny_schema, batch_norm: bool) -> None:
 
 
 class _CodesTable(EmbeddingTable):
-    """Test table: uint8 codes buffer + a tiny codebook; its nbytes is smaller than float storage."""
+    """Test table: uint8 codes buffer + a tiny codebook; it claims a packed size in ``nbytes``."""
 
     def __init__(self, n: int, d: int) -> None:
         super().__init__()
@@ -61,17 +61,30 @@ class _CodesTable(EmbeddingTable):
         return self.num_embeddings // 4 + self.codebook.numel() * 4  # pretend 2-bit packing
 
 
-def test_compressed_and_shared_tables_use_nbytes_once(tiny_schema) -> None:
+def test_sizes_count_what_is_stored_not_what_tables_claim(tiny_schema, tmp_path) -> None:
+    """A table's own ``nbytes()`` claim (packed codes) is not the stored size: the codes buffer is."""
+    from safetensors.torch import load_file
+
+    from ctrzip.export.artifact import save
+
     model = build_model("deepfm", tiny_schema, {"embedding_dim": 4, "mlp": [8]})
     before = size_report(model)
-    shared = _CodesTable(120, 4)
-    model.embedding.tables["item"] = shared
-    model.embedding.tables["user"] = shared  # same module for two fields: counted once
+    model.embedding.tables["item"] = _CodesTable(120, 4)
     rep = size_report(model)
-    delta = (50 + 120) * 4 * 4 - shared.nbytes()
+    stored = 120 * 1 + 4 * 4 * 4  # uint8 codes + fp32 codebook
+    assert (
+        rep["tables"]["embedding.tables.item"]["bytes"] == stored != model.embedding.tables["item"].nbytes()
+    )
+    delta = 120 * 4 * 4 - stored
     assert rep["components"]["embedding"]["bytes"] == before["components"]["embedding"]["bytes"] - delta
     assert rep["components"]["dense"] == before["components"]["dense"]  # codes are not "dense"
-    assert len(rep["tables"]) == len(before["tables"]) - 1
+    save(tmp_path / "a", model)
+    on_disk = load_file(str(tmp_path / "a" / "model.safetensors"))
+    assert (
+        rep["total"]["bytes"]
+        == stored_bytes(model)
+        == sum(t.numel() * t.element_size() for t in on_disk.values())
+    )
 
 
 def test_format_size_report_lists_components(tiny_schema) -> None:

@@ -99,10 +99,11 @@ def _compressed_rows(
 
     from ctrzip.compression import compress
     from ctrzip.compression.lowrank.feature_mimicking import LowRankConfig
-    from ctrzip.compression.mec.method import MECConfig
+    from ctrzip.compression.mec.method import MECConfig, dense_reason
     from ctrzip.compression.mec.stage1 import CodeLearningConfig
     from ctrzip.compression.sizes import size_report
     from ctrzip.data.dataset import EncodedDataset
+    from ctrzip.errors import CompressionError
     from ctrzip.train.trainer import TrainConfig, Trainer, evaluate
 
     data = EncodedDataset.open(data_dir)
@@ -123,37 +124,51 @@ def _compressed_rows(
         )
 
     largest = max(f.vocab_size for f in data.schema.sparse_fields)
+    # a toy --rows leaves fields of a few hundred ids: a few steps over them are enough
+    learning = CodeLearningConfig(steps=100 if largest >= 2_000 else 10, batch_size=min(1024, largest))
+    # K = 64, or smaller where a toy --rows leaves no field large enough for 64 codewords to pay off
+    k = next(
+        (k for k in (64, 32, 16) if dense_reason(largest, 16, 4, k, learning.layout, 0, True) is None), 16
+    )
     mec_cfg = MECConfig(
         num_subspaces=4,
-        codebook_size=64,
+        codebook_size=k,
         min_vocab=min(2_000, max(2, largest // 2)),
-        code_learning=CodeLearningConfig(steps=100, batch_size=1024),
+        code_learning=learning,
         plugin_per_field=False,
         seed=seed,
         device=device,
     )
-    mec = compress(copy.deepcopy(model), mec_cfg, data)
-    rows.append(
-        _row(
-            "DeepFM + mec(M=4,K=64) + 1 ep fine-tune",
-            mec,
-            size_report(mec),
-            evaluate(mec, data["test"], device=device),
-            base_mb,
+    try:
+        mec = compress(copy.deepcopy(model), mec_cfg, data)
+    except CompressionError as err:  # e.g. --rows too small for any field to shrink
+        console.print(f"no MEC row: {err}")
+    else:
+        rows.append(
+            _row(
+                f"DeepFM + mec(M=4,K={k}) + 1 ep fine-tune",
+                mec,
+                size_report(mec),
+                evaluate(mec, data["test"], device=device),
+                base_mb,
+            )
         )
-    )
 
     lr_cfg = LowRankConfig(
         rank=32, embedding=True, embedding_rank=4, lr=ft_lr, seed=seed, device=device, progress=progress
     )
-    low = compress(copy.deepcopy(model), lr_cfg, data)
-    rows.append(
-        _row(
-            "DeepFM + lowrank(mlp 32, emb 16->4) + 2x1 ep fine-tune",
-            low,
-            size_report(low),
-            evaluate(low, data["test"], device=device),
-            base_mb,
+    try:
+        low = compress(copy.deepcopy(model), lr_cfg, data)
+    except CompressionError as err:
+        console.print(f"no lowrank row: {err}")
+    else:
+        rows.append(
+            _row(
+                "DeepFM + lowrank(mlp 32, emb 16->4) + 2x1 ep fine-tune",
+                low,
+                size_report(low),
+                evaluate(low, data["test"], device=device),
+                base_mb,
+            )
         )
-    )
     return rows

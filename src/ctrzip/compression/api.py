@@ -98,7 +98,14 @@ def compress(model: CTRModel, config: Any, data: EncodedDataset | None = None) -
     """Compress ``model`` in place with the method registered for ``config``; returns it.
 
     The method's report is appended to ``model.compression_log`` as
-    ``{"method": key, "config": {...}, "report": {...}}``.
+    ``{"method": key, "config": {...}, "report": {...}}``. Every method applies one rule
+    (``ctrzip.compression.shrink``): a target whose compressed form would not be smaller in bytes
+    stays as it is, with its reason in ``report["targets"]``.
+
+    Raises:
+        CompressionError: nothing would shrink under ``config`` (the error's ``targets`` lists each
+            decision), or a target the config names literally cannot shrink; raised before the
+            model is changed.
     """
     from ctrzip.config import to_dict
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 
 from torch import nn
 
+from ctrzip.errors import CompressionError
 from ctrzip.nn.embedding.base import EmbeddingTable
 from ctrzip.nn.mlp import MLP
 
@@ -46,11 +47,17 @@ def mlp_linears(model: nn.Module, skip_first: bool = True) -> dict[str, nn.Linea
 
 
 def linears_by_glob(model: nn.Module, patterns: Sequence[str]) -> dict[str, nn.Linear]:
-    """Every ``nn.Linear`` whose fqn matches one of ``patterns``; raises if none does."""
+    """Every ``nn.Linear`` whose fqn matches one of ``patterns``.
+
+    Raises:
+        CompressionError: no Linear matches.
+    """
     named = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     hits = match(named, patterns)
     if not hits:
-        raise ValueError(f"no nn.Linear matches {list(patterns)} (have: {', '.join(named) or 'none'})")
+        raise CompressionError(
+            f"mlp_targets: no nn.Linear matches {list(patterns)} (have: {', '.join(named) or 'none'})"
+        )
     return {n: named[n] for n in hits}
 
 
@@ -59,7 +66,10 @@ def tables(model: nn.Module, fields: Sequence[str] | None = None) -> dict[str, E
 
     Args:
         model: a ``CTRModel`` (anything with ``.embedding.tables``).
-        fields: field-name globs (None = every sparse field); raises if a glob matches nothing.
+        fields: field-name globs (None = every sparse field).
+
+    Raises:
+        CompressionError: a glob in ``fields`` matches no table.
     """
     all_tables = dict(model.embedding.tables.items())  # type: ignore[union-attr]
     if fields is None:
@@ -68,5 +78,7 @@ def tables(model: nn.Module, fields: Sequence[str] | None = None) -> dict[str, E
         names = match(all_tables, fields)
         missing = [p for p in fields if not match(all_tables, [p])]
         if missing:
-            raise ValueError(f"field patterns {missing} match no table (have: {', '.join(all_tables)})")
+            raise CompressionError(
+                f"fields: patterns {missing} match no sparse field (have: {', '.join(all_tables)})"
+            )
     return {n: all_tables[n] for n in names}  # type: ignore[misc]

@@ -1,5 +1,5 @@
 """Pickle-free model artifacts."""
 
-from ctrzip.export.artifact import ArtifactError, check_destination, load, save
+from ctrzip.export.artifact import ArtifactError, artifact_sizes, check_destination, load, save
 
-__all__ = ["ArtifactError", "check_destination", "load", "save"]
+__all__ = ["ArtifactError", "artifact_sizes", "check_destination", "load", "save"]

@@ -4,7 +4,8 @@ Layout::
 
     model.safetensors   every parameter and buffer (codes included)
     manifest.json       model registry key + config, swapped modules {fqn: {type, spec}},
-                        compression log, versions
+                        compression log, versions, ``storage`` (tensor bytes and the
+                        safetensors file's size on disk)
     schema.json         the FeatureSchema the model was trained on
     checksums.json      sha256 of the three files above
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,27 @@ def _state_for_saving(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
+def tensor_file_bytes(file: str | Path) -> int:
+    """Bytes of the tensors stored in a ``.safetensors`` file, from its header (nothing loaded)."""
+    with Path(file).open("rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    return sum(e["data_offsets"][1] - e["data_offsets"][0] for k, e in header.items() if k != "__metadata__")
+
+
+def artifact_sizes(path: str | Path) -> dict[str, Any]:
+    """Sizes of a saved artifact: ``tensor_bytes`` (the tensors in ``model.safetensors``, equal to
+    ``ctrzip.compression.sizes.stored_bytes`` of the saved model), ``files`` (bytes on disk per
+    file) and ``disk_bytes`` (their sum: what the folder takes, headers and JSON included)."""
+    path = Path(path)
+    files = {f.name: f.stat().st_size for f in sorted(path.iterdir()) if f.is_file()}
+    return {
+        "tensor_bytes": tensor_file_bytes(path / "model.safetensors"),
+        "files": files,
+        "disk_bytes": sum(files.values()),
+    }
+
+
 def check_destination(path: str | Path, overwrite: bool = False) -> Path:
     """Refuse to write an artifact over an existing one (or any non-empty folder or a file).
 
@@ -110,6 +133,10 @@ def save(
         extra: JSON-able data stored under ``manifest["extra"]``.
         overwrite: replace an existing artifact (or write into a non-empty folder).
 
+    The manifest's ``storage`` gives ``tensor_bytes`` (the model's stored size, as
+    ``ctrzip.compression.sizes.size_report`` counts it) and ``safetensors_file_bytes`` (that
+    file's size on disk); ``artifact_sizes`` measures the whole folder afterwards.
+
     Raises:
         ArtifactError: ``path`` already holds an artifact or other files and not ``overwrite``.
     """
@@ -122,17 +149,6 @@ def save(
             "which hands links over"
         ) from err
     path.mkdir(parents=True, exist_ok=True)
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "ctrzip_version": ctrzip.__version__,
-        "torch_version": torch.__version__,
-        **model.spec(),
-        "modules": swapped_modules(model),
-        "compression_log": getattr(model, "compression_log", []),
-        "extra": extra or {},
-    }
-    _atomic_write(path / "manifest.json", json.dumps(manifest, indent=2).encode())
-    _atomic_write(path / "schema.json", json.dumps(model.schema.to_dict(), indent=2).encode())
     tmp = path / "model.safetensors.tmp"
     save_file(
         # one metadata key: safetensors writes a dict's keys in a per-process random order, and
@@ -142,6 +158,22 @@ def save(
         metadata={"format": f"ctrzip/{FORMAT_VERSION}"},
     )
     os.replace(tmp, path / "model.safetensors")
+    storage = {
+        "tensor_bytes": tensor_file_bytes(path / "model.safetensors"),
+        "safetensors_file_bytes": (path / "model.safetensors").stat().st_size,
+    }
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "ctrzip_version": ctrzip.__version__,
+        "torch_version": torch.__version__,
+        **model.spec(),
+        "modules": swapped_modules(model),
+        "compression_log": getattr(model, "compression_log", []),
+        "extra": extra or {},
+        "storage": storage,
+    }
+    _atomic_write(path / "manifest.json", json.dumps(manifest, indent=2).encode())
+    _atomic_write(path / "schema.json", json.dumps(model.schema.to_dict(), indent=2).encode())
     sums = {name: _sha256(path / name) for name in _FILES}
     _atomic_write(path / "checksums.json", json.dumps(sums, indent=2).encode())
     return path

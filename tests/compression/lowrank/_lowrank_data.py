@@ -62,3 +62,24 @@ def make_model(name: str = "deepfm", seed: int = 0, **params: object) -> CTRMode
     base = {"embedding_dim": 8, "embedding_init_std": 0.1, "mlp": [24, 20, 16]}
     base.update(params)
     return build_model(name, schema(), base).eval()
+
+
+def make_low_rank(
+    model: CTRModel, table_rank: int | None = None, linears: dict[str, int] | None = None
+) -> CTRModel:
+    """Give tables rows in a ``table_rank``-dim linear subspace (padding row kept zero) and the
+    named Linears weights of the given rank, so that compression at those ranks is exact while
+    still smaller than the dense modules (a full-rank factorization never is)."""
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        if table_rank is not None:
+            for table in model.embedding.tables.values():
+                v, d = table.weight.shape
+                w = torch.randn(v, table_rank, generator=g) @ torch.randn(table_rank, d, generator=g) * 0.1
+                w[0] = 0.0
+                table.weight.copy_(w)
+        for fqn, k in (linears or {}).items():
+            lin = model.get_submodule(fqn)
+            m, n = lin.weight.shape
+            lin.weight.copy_(torch.randn(m, k, generator=g) @ torch.randn(k, n, generator=g) / n**0.5)
+    return model

@@ -22,7 +22,7 @@ from ctrzip.nn.embedding.lowrank import LowRankTable
 from ctrzip.nn.lowrank_linear import LowRankLinear
 from ctrzip.nn.swappable import SWAPPABLE
 
-from ._lowrank_data import make_dataset, make_model
+from ._lowrank_data import make_dataset, make_low_rank, make_model
 
 FOLDED_MODELS = ["deepfm", "dcn", "dcnv2", "autoint", "gdcn", "pnn", "wide_deep"]
 
@@ -62,11 +62,11 @@ def test_count_based_embedding_stats_equal_data_pass(data) -> None:  # type: ign
 
 @pytest.mark.parametrize("name", FOLDED_MODELS)
 def test_folded_equals_unfolded_and_full_rank_is_lossless(name: str, data) -> None:  # type: ignore[no-untyped-def]
-    model = make_model(name)
+    model = make_low_rank(make_model(name), table_rank=2)  # rank 8 = D would never shrink
     ref = _logits(model)
     unfolded = copy.deepcopy(model)
     common = dict(
-        mlp=False, embedding=True, embedding_rank=8, finetune_epochs=0, eval_split=None, device="cpu"
+        mlp=False, embedding=True, embedding_rank=2, finetune_epochs=0, eval_split=None, device="cpu"
     )
     compress(unfolded, LowRankConfig(**common, fold=False), data)
     compress(model, LowRankConfig(**common), data)
@@ -75,16 +75,16 @@ def test_folded_equals_unfolded_and_full_rank_is_lossless(name: str, data) -> No
     assert rep["folded"] and set(rep["fields"]) == {"user", "item", "tags", "cat"}
     assert isinstance(model.get_submodule(rep["consumer"]), FoldedLinear)
     torch.testing.assert_close(_logits(model), _logits(unfolded), atol=1e-5, rtol=0)
-    torch.testing.assert_close(_logits(unfolded), ref, atol=1e-4, rtol=0)  # full rank (8 = D)
+    torch.testing.assert_close(_logits(unfolded), ref, atol=1e-4, rtol=0)  # the tables' full rank (2)
 
 
 @pytest.mark.parametrize("name", ["nfm", "fibinet"])
 def test_models_without_consumer_are_never_folded(name: str, data) -> None:  # type: ignore[no-untyped-def]
-    model = make_model(name)
+    model = make_low_rank(make_model(name), table_rank=2)
     assert model.embedding_consumer() is None
     ref = _logits(model)
     cfg = LowRankConfig(
-        mlp=False, embedding=True, embedding_rank=8, finetune_epochs=0, eval_split=None, device="cpu"
+        mlp=False, embedding=True, embedding_rank=2, finetune_epochs=0, eval_split=None, device="cpu"
     )
     compress(model, cfg, data)
     assert not any(isinstance(m, FoldedLinear) for m in model.modules())
@@ -112,9 +112,12 @@ def test_folded_low_rank_model_and_deepcopy_agree(data) -> None:  # type: ignore
 
 
 def test_mlp_full_rank_is_lossless_and_energy_reported(data) -> None:  # type: ignore[no-untyped-def]
-    model = make_model("dcnv2", mlp=[16, 16, 16])
+    # rank-4 weights: rank 4 is the layers' full rank and still smaller (rank 16 never is)
+    model = make_low_rank(
+        make_model("dcnv2", mlp=[16, 16, 16]), linears={"mlp.layers.2": 4, "mlp.layers.4": 4}
+    )
     ref_model = copy.deepcopy(model)
-    cfg = LowRankConfig(rank=16, finetune_epochs=0, eval_split=None, batch_size=128, device="cpu")
+    cfg = LowRankConfig(rank=4, finetune_epochs=0, eval_split=None, batch_size=128, device="cpu")
     compress(model, cfg, data)
     layers = model.compression_log[-1]["report"]["mlp"]["layers"]
     assert set(layers) == {"mlp.layers.2", "mlp.layers.4"}

@@ -15,7 +15,7 @@ from ctrzip.config import from_dict, to_dict
 from ctrzip.nn.embedding.lowrank import LowRankTable
 from ctrzip.nn.lowrank_linear import LowRankLinear
 
-from ._lowrank_data import make_model
+from ._lowrank_data import make_low_rank, make_model
 
 
 def _logits(model: torch.nn.Module) -> torch.Tensor:
@@ -24,10 +24,12 @@ def _logits(model: torch.nn.Module) -> torch.Tensor:
 
 
 def test_full_rank_svd_is_lossless_and_data_free() -> None:
-    model = make_model("deepfm", mlp=[12, 12, 12])
+    # weights of rank 4 (Linears) and 2 (tables): full rank there, and smaller than dense
+    linears = {"mlp.layers.2": 4, "mlp.layers.4": 4}
+    model = make_low_rank(make_model("deepfm", mlp=[12, 12, 12]), table_rank=2, linears=linears)
     ref = _logits(model)
     cfg = SVDConfig(
-        rank=12, embedding=True, embedding_rank=8, finetune_epochs=0, eval_split=None, device="cpu"
+        rank=4, embedding=True, embedding_rank=2, finetune_epochs=0, eval_split=None, device="cpu"
     )
     compress(model, cfg, None)
     assert isinstance(model.get_submodule("mlp.layers.2"), LowRankLinear)

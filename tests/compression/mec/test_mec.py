@@ -11,8 +11,10 @@ import torch
 from ctrzip.compression import compress
 from ctrzip.compression.mec.method import VARIANTS, MECConfig, PQConfig, select_fields
 from ctrzip.compression.mec.stage1 import CodeLearningConfig, _Coder, _replace_dead, fit_codes
-from ctrzip.compression.mec.stage2 import StageTwoConfig, model_bytes
+from ctrzip.compression.mec.stage2 import StageTwoConfig
+from ctrzip.compression.sizes import byte_breakdown as model_bytes
 from ctrzip.config import ConfigError, from_dict, to_dict
+from ctrzip.errors import CompressionError
 from ctrzip.models.base import build_model
 from ctrzip.nn.embedding.pq import PQTable, SharedCodesPQTable, bind_shared_codes
 from ctrzip.nn.swappable import SWAPPABLE
@@ -234,9 +236,13 @@ def test_select_fields_rule(trained):
     data, base = trained
     chosen, skipped = select_fields(base, _cfg(min_vocab=301))
     assert chosen == [] and set(skipped) == {"big", "small"}
-    chosen, _ = select_fields(base, _cfg(fields=("small",)))
-    assert chosen == ["small"]
-    with pytest.raises(ValueError, match="not sparse fields"):
+    chosen, _ = select_fields(base, _cfg(fields=("big",)))
+    assert chosen == ["big"]
+    with pytest.raises(
+        CompressionError, match=r"'small' listed in fields .*codebook_size 16 exceeds .* 6 coded rows"
+    ):
+        select_fields(base, _cfg(fields=("small",)))  # 8 ids: padding, 6 coded rows, OOV
+    with pytest.raises(CompressionError, match="not sparse fields"):
         select_fields(base, _cfg(fields=("nope",)))
 
 
@@ -261,7 +267,8 @@ def test_projected_bytes_match_measured_model(trained, k):
         first_order=True,
     )
     assert proj["dense_bytes"] == before["total"]
-    assert proj["mec_bytes"] == after["total"] and proj["mec_bytes_packed"] == after["total_packed"]
+    assert proj["mec_bytes"] == after["total"]
+    assert proj["mec_bytes_packed"] == after["total_packed_projection"]
     assert proj["quantized_fields"] == len(model.compression_log[-1]["report"]["fields"]) == 1
 
 

@@ -16,8 +16,19 @@ from typing import Any, Generic, TypeVar
 import torch
 from torch import Tensor, nn
 
-from ctrzip.compression.api import CompressionMethod
+from ctrzip.compression.api import CompressionMethod, TargetDecision
 from ctrzip.compression.lowrank.fold import fold_into_consumer
+from ctrzip.compression.shrink import (
+    compressed,
+    decide,
+    fold_delta_bytes,
+    lowrank_linear_bytes,
+    lowrank_table_bytes,
+    module_bytes,
+    not_smaller,
+    require_some,
+)
+from ctrzip.compression.sizes import stored_bytes
 from ctrzip.data.batch import Batch
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.data.loader import BatchLoader, resolve_device
@@ -121,6 +132,54 @@ def fold_checked(model: CTRModel, device: torch.device, seed: int = 0) -> dict[s
     return rep
 
 
+def fold_width(model: CTRModel) -> int | None:
+    """Output width of the Linear a fold would replace (as ``fold_into_consumer`` finds it),
+    or None when the model has no foldable consumer."""
+    fqn = model.embedding_consumer()
+    if fqn is None:
+        return None
+    consumer = model.get_submodule(fqn)
+    if hasattr(consumer, "down") and isinstance(consumer.down, nn.Linear):  # LowRankLinear
+        consumer = consumer.down
+    return consumer.out_features if isinstance(consumer, nn.Linear) else None
+
+
+def linear_decision(fqn: str, linear: nn.Linear, k: int, down_bias: bool) -> TargetDecision:
+    """Keep or factorize one Linear at rank ``k`` (``LowRankLinear`` bytes against the Linear's)."""
+    n, m = linear.in_features, linear.out_features
+    before = module_bytes(linear)
+    after = lowrank_linear_bytes(n, m, k, down_bias, linear.weight.element_size())
+    if k >= min(n, m):
+        reason: str | None = (
+            f"rank {k} >= width {min(n, m)} of this {n} -> {m} layer, so its factorized form is never "
+            f"smaller ({after:,} B >= {before:,} B)"
+        )
+    else:
+        reason = not_smaller(f"LowRankLinear rank {k}", before, after)
+    return decide(fqn, "linear", before, after, reason)
+
+
+def table_decision(
+    name: str, table: Any, k: int, setting: str, fold_out: int | None, foldable: bool
+) -> TargetDecision:
+    """Keep or factorize one table at rank ``k``; a fold's extra consumer columns count against it."""
+    v, d = table.num_embeddings, table.embedding_dim
+    before = module_bytes(table)
+    item = next((p.element_size() for p in table.parameters()), 4)
+    after = lowrank_table_bytes(v, d, k, item)
+    folded = fold_out is not None and foldable
+    if folded:
+        after += fold_delta_bytes(fold_out, d, k, item)  # type: ignore[arg-type]
+    form = "LowRankTable" + (" with its folded first-layer columns" if folded else "")
+    if k >= d:
+        reason: str | None = (
+            f"{setting} {k} >= embedding dim {d}: {form} is never smaller ({after:,} B >= {before:,} B)"
+        )
+    else:
+        reason = not_smaller(f"{form} rank {k}", before, after)
+    return decide(f"embedding.tables.{name}", "table", before, after, reason)
+
+
 C = TypeVar("C", bound=StepOptions)
 
 
@@ -137,23 +196,52 @@ class FactorizedMethod(CompressionMethod[C], Generic[C]):
         """Which of ``mlp`` / ``embedding`` this config runs, in order."""
         return [s for s in ("mlp", "embedding") if getattr(self.config, s, False)]
 
+    def plan(self, step: str, model: CTRModel) -> list[TargetDecision] | None:
+        """The step's decisions known before any work (fixed ranks), or None when the rank is
+        chosen from data. Raises ``CompressionError`` for a listed target that cannot shrink."""
+        return None
+
+    def hint(self) -> str:
+        """The settings to change when nothing would shrink (end of the error message)."""
+        return "lower the rank settings"
+
+    def decided(self, decision: TargetDecision) -> bool:
+        """Record a decision (``self.decisions``); True when the target is to be compressed."""
+        self.decisions.append(decision)
+        return decision["action"] == "compressed"
+
     def run(self, model: CTRModel, data: EncodedDataset | None) -> dict[str, Any]:
         cfg = self.config
+        plans = [self.plan(step, model) for step in self.steps()]
+        if all(p is not None for p in plans):  # nothing can shrink: refuse before any work
+            require_some(self.key, [d for p in plans for d in p or []], self.hint())
         device = resolve_device(cfg.device)
         model.to(device)
-        report: dict[str, Any] = {"params_before": count_params(model)}
+        self.decisions: list[TargetDecision] = []
+        report: dict[str, Any] = {
+            "params_before": count_params(model),
+            "bytes": {"before": stored_bytes(model)},
+        }
         for step in self.steps():
             t0 = time.perf_counter()
+            first, before = len(self.decisions), stored_bytes(model)
             if step == "mlp":
                 rep = {"layers": self.compress_mlp(model, data)}
             else:
                 rep = self.compress_embeddings(model, data)
             model.to(device)
             rep["params"] = count_params(model)
+            rep["bytes"] = {"before": before, "after": stored_bytes(model)}
             rep["compress_s"] = round(time.perf_counter() - t0, 3)
-            rep.update(evaluate_and_finetune(model, data, cfg, device))
+            if compressed(self.decisions[first:]):
+                rep.update(evaluate_and_finetune(model, data, cfg, device))
+            else:  # the model is unchanged: nothing to evaluate or fine-tune
+                rep["skipped"] = "no target of this step would be smaller"
             report[step] = rep
+        require_some(self.key, self.decisions, self.hint())  # rank chosen from data: model untouched
         report["params_after"] = count_params(model)
+        report["bytes"]["after"] = stored_bytes(model)
+        report["targets"] = self.decisions
         return report
 
     def loader(self, data: EncodedDataset, split: str, device: torch.device) -> BatchLoader:

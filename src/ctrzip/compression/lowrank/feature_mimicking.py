@@ -13,10 +13,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ctrzip.compression.api import register_method
+from ctrzip.compression.api import TargetDecision, register_method
 from ctrzip.compression.calibrate import IdMaskedMoments, calibrate
-from ctrzip.compression.lowrank.factorized import FactorizedMethod, StepOptions, check_rank, fold_checked
+from ctrzip.compression.lowrank.factorized import (
+    FactorizedMethod,
+    StepOptions,
+    check_rank,
+    fold_checked,
+    fold_width,
+    linear_decision,
+    table_decision,
+)
 from ctrzip.compression.select import linears_by_glob, mlp_linears, tables
+from ctrzip.compression.shrink import explicit_names, refuse_listed
 from ctrzip.compression.stats import PCAResult, RunningMoments, choose_rank, pca, table_moments
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.data.loader import resolve_device
@@ -110,13 +119,74 @@ def _padding_idx(table: Any) -> int | None:
     return getattr(table, "padding_idx", None)
 
 
+def checked(method: str, setting: str, listed: set[str], name: str, d: TargetDecision) -> TargetDecision:
+    """``d``, or ``CompressionError`` when ``name`` was listed literally in ``setting`` and is kept."""
+    if d["action"] == "kept" and name in listed:
+        raise refuse_listed(method, setting, name, d["reason"])
+    return d
+
+
+def mlp_decisions(
+    method: str, model: CTRModel, patterns: tuple[str, ...] | None, rank: int, down_bias: bool
+) -> list[TargetDecision]:
+    """Decisions for every MLP target at a fixed ``rank`` (shared by ``lowrank`` and ``svd``)."""
+    listed = explicit_names(patterns)
+    return [
+        checked(method, "mlp_targets", listed, fqn, linear_decision(fqn, lin, rank, down_bias))
+        for fqn, lin in mlp_targets(model, patterns).items()
+    ]
+
+
+def embedding_decision(
+    method: str, model: CTRModel, cfg: FactorizedConfig, name: str, rank: int
+) -> TargetDecision:
+    """Keep or factorize field ``name`` at ``rank``, counting the fold's consumer columns when
+    ``cfg.fold`` applies to it (shared by ``lowrank`` and ``svd``)."""
+    table = model.embedding.tables[name]
+    fold_out = fold_width(model) if cfg.fold else None
+    foldable = model.schema[name].kind == "categorical" or _padding_idx(table) == 0
+    d = table_decision(name, table, rank, "embedding_rank", fold_out, foldable)
+    return checked(method, "embedding_fields", explicit_names(cfg.embedding_fields), name, d)
+
+
+def embedding_decisions(method: str, model: CTRModel, cfg: FactorizedConfig) -> list[TargetDecision]:
+    """Decisions for every targeted field at the fixed ``cfg.embedding_rank``."""
+    assert cfg.embedding_rank is not None
+    return [
+        embedding_decision(method, model, cfg, name, cfg.embedding_rank)
+        for name in tables(model, cfg.embedding_fields)
+    ]
+
+
+HINT = "set rank below the MLP layers' widths and embedding_rank below the embedding dim"
+
+
 @register_method("lowrank", LowRankConfig)
 class LowRank(FactorizedMethod[LowRankConfig]):
     """Feature mimicking: statistics of outputs -> PCA -> factorized modules."""
 
+    def plan(self, step: str, model: CTRModel) -> list[TargetDecision] | None:
+        cfg = self.config
+        down_bias = cfg.bias_form == "centered"
+        if step == "mlp":
+            return (
+                None
+                if cfg.rank is None
+                else mlp_decisions(self.key, model, cfg.mlp_targets, cfg.rank, down_bias)
+            )
+        return None if cfg.embedding_rank is None else embedding_decisions(self.key, model, cfg)
+
+    def hint(self) -> str:
+        return HINT
+
     def compress_mlp(self, model: CTRModel, data: EncodedDataset | None) -> dict[str, Any]:
         cfg = self.config
         targets = mlp_targets(model, cfg.mlp_targets)
+        plan = self.plan("mlp", model)
+        if plan is not None:  # fixed rank: calibrate only the layers that will shrink
+            targets = {
+                fqn: lin for (fqn, lin), d in zip(targets.items(), plan, strict=True) if self.decided(d)
+            }
         if not targets:
             return {}
         data = _require_train(data, "MLP calibration")
@@ -130,18 +200,35 @@ class LowRank(FactorizedMethod[LowRankConfig]):
             progress=cfg.progress,
         )
         report = {}
-        for fqn, linear in targets.items():
+        listed = explicit_names(cfg.mlp_targets)
+        down_bias = cfg.bias_form == "centered"
+        steps = []
+        for fqn, linear in targets.items():  # every decision (and refusal) before any swap
             res = pca(observers[fqn])
             k = choose_rank(res, cfg.rank, cfg.variance)
+            d = None
+            if plan is None:  # rank from the variance: decide now
+                d = checked(self.key, "mlp_targets", listed, fqn, linear_decision(fqn, linear, k, down_bias))
+            steps.append((fqn, linear, res, k, d))
+        for fqn, linear, res, k, d in steps:
+            if d is not None and not self.decided(d):
+                continue
             new = LowRankLinear.from_pca(linear, res.mean, res.basis[:, :k], cfg.relu_between, cfg.bias_form)
             replace_module(model, fqn, new)
             report[fqn] = {**res.energy_report(k), "shape": [linear.in_features, linear.out_features]}
         return report
 
-    def field_stats(self, model: CTRModel, data: EncodedDataset | None) -> dict[str, PCAResult]:
-        """Per-field PCA of the embedding vectors, from counts or from a data pass."""
+    def field_stats(
+        self, model: CTRModel, data: EncodedDataset | None, names: list[str] | None = None
+    ) -> dict[str, PCAResult]:
+        """Per-field PCA of the embedding vectors, from counts or from a data pass.
+
+        ``names``: fields to compute (None = every targeted field).
+        """
         cfg = self.config
         targets = tables(model, cfg.embedding_fields)
+        if names is not None:
+            targets = {n: targets[n] for n in names}
         schema = model.schema
         if cfg.embedding_stats == "counts":
             if data is None:
@@ -170,17 +257,32 @@ class LowRank(FactorizedMethod[LowRankConfig]):
 
     def compress_embeddings(self, model: CTRModel, data: EncodedDataset | None) -> dict[str, Any]:
         cfg = self.config
-        stats = self.field_stats(model, data)
+        plan = self.plan("embedding", model)
+        names = None
+        if plan is not None:  # fixed rank: statistics only of the fields that will shrink
+            names = [
+                name
+                for name, d in zip(tables(model, cfg.embedding_fields), plan, strict=True)
+                if self.decided(d)
+            ]
+            if not names:
+                return {"fields": {}}
+        stats = self.field_stats(model, data, names)
         fields = {}
-        for name, res in stats.items():
-            old = model.embedding.tables[name]
-            k = choose_rank(res, cfg.embedding_rank, cfg.embedding_variance)
+        ranks = {
+            name: choose_rank(res, cfg.embedding_rank, cfg.embedding_variance) for name, res in stats.items()
+        }
+        if plan is None:  # ranks from the variance: every decision (and refusal) before any swap
+            decisions = {name: embedding_decision(self.key, model, cfg, name, k) for name, k in ranks.items()}
+            ranks = {name: k for name, k in ranks.items() if self.decided(decisions[name])}
+        for name, k in ranks.items():
+            res, old = stats[name], model.embedding.tables[name]
             new = LowRankTable.from_pca(
                 old.materialize(), res.mean, res.basis[:, :k], _padding_idx(old), cfg.embedding_form
             )
             replace_module(model, f"embedding.tables.{name}", new)  # hands over links to the old table
             fields[name] = {**res.energy_report(k), "bytes": {"before": old.nbytes(), "after": new.nbytes()}}
         rep: dict[str, Any] = {"fields": fields}
-        if cfg.fold:
+        if cfg.fold and fields:
             rep["fold"] = fold_checked(model, resolve_device(cfg.device))
         return rep

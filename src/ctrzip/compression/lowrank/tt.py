@@ -10,9 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ctrzip.compression.api import register_method
+from ctrzip.compression.api import TargetDecision, register_method
 from ctrzip.compression.lowrank.factorized import FactorizedMethod, StepOptions
 from ctrzip.compression.select import tables
+from ctrzip.compression.shrink import (
+    decide,
+    explicit_names,
+    module_bytes,
+    not_smaller,
+    refuse_listed,
+    tt_table_bytes,
+)
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.models.base import CTRModel
 from ctrzip.nn.embedding.tt import TTTable
@@ -25,8 +33,9 @@ class TTConfig(StepOptions):
 
     Args:
         tt_rank: inner TT-rank (TT-Rec: 16).
-        fields: field-name globs (None = every sparse field with ``vocab_size >= min_vocab``).
-        min_vocab: only tables at least this large are factorized (small ones stay dense).
+        fields: field-name globs (None = every sparse field with ``vocab_size >= min_vocab``);
+            a field named literally is factorized whatever its size, or refused if that is not smaller.
+        min_vocab: with ``fields`` None, only tables at least this large are factorized.
         init: ``tt_svd`` (from the trained table) or ``random`` (std of the old rows).
         version: config schema version.
     """
@@ -54,11 +63,32 @@ class TT(FactorizedMethod[TTConfig]):
     def steps(self) -> list[str]:
         return ["embedding"]
 
+    def plan(self, step: str, model: CTRModel) -> list[TargetDecision]:
+        cfg = self.config
+        listed = explicit_names(cfg.fields)
+        out = []
+        for name, old in tables(model, cfg.fields).items():
+            v, d = old.num_embeddings, old.embedding_dim
+            before = module_bytes(old)
+            after = tt_table_bytes(v, d, cfg.tt_rank, next((p.element_size() for p in old.parameters()), 4))
+            if cfg.fields is None and v < cfg.min_vocab:
+                reason: str | None = f"vocab {v:,} < min_vocab {cfg.min_vocab:,}"
+            else:
+                reason = not_smaller(f"TTTable tt_rank {cfg.tt_rank}", before, after)
+            if reason is not None and name in listed:
+                raise refuse_listed(self.key, "fields", name, reason)
+            out.append(decide(f"embedding.tables.{name}", "table", before, after, reason))
+        return out
+
+    def hint(self) -> str:
+        return "lower tt_rank or min_vocab, or list larger fields"
+
     def compress_embeddings(self, model: CTRModel, data: EncodedDataset | None) -> dict[str, Any]:
         cfg = self.config
         fields = {}
-        for name, old in tables(model, cfg.fields).items():
-            if old.num_embeddings < cfg.min_vocab:
+        targets = tables(model, cfg.fields)
+        for (name, old), d in zip(targets.items(), self.plan("embedding", model), strict=True):
+            if not self.decided(d):
                 continue
             weight = old.materialize()
             pad = getattr(old, "padding_idx", None)

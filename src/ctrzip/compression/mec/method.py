@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import torch
 
-from ctrzip.compression.api import CompressionMethod, register_method
+from ctrzip.compression.api import CompressionMethod, TargetDecision, register_method
 from ctrzip.compression.mec.diagnostics import as_tensor_counts, code_diagnostics, summarize
 from ctrzip.compression.mec.losses import popularity_weights
 from ctrzip.compression.mec.stage1 import CodeLearningConfig, CodeLearningResult, fit_codes
@@ -25,16 +25,16 @@ from ctrzip.compression.mec.stage2 import (
     finetune,
     first_order_embeddings,
     first_order_table,
-    model_bytes,
     retrain,
 )
-from ctrzip.compression.sizes import size_report
+from ctrzip.compression.shrink import decide, module_bytes, not_smaller, refuse_listed, require_some
+from ctrzip.compression.sizes import byte_breakdown
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.data.loader import resolve_device
 from ctrzip.errors import CompressionError
 from ctrzip.models.base import CTRModel
 from ctrzip.nn.embedding.base import DenseTable, EmbeddingTable
-from ctrzip.nn.embedding.pq import Layout, PQFit, PQTable, pq_table_bytes
+from ctrzip.nn.embedding.pq import Layout, PQFit, PQTable, pq_float_bytes, pq_table_bytes
 from ctrzip.nn.swappable import SWAPPABLE, replace_modules
 
 # Ablation presets (spec/MEC.md "Variants"): overrides of CodeLearningConfig.
@@ -58,9 +58,11 @@ class MECConfig:
     Args:
         num_subspaces: M.
         codebook_size: K (codes stored as uint8 for K <= 256, else int16/int32).
-        min_vocab: quantize fields with at least this many rows whose dense table is larger
-            than the PQ table (ignored when ``fields`` is given).
-        fields: explicit field names to quantize (None = the selection rule).
+        min_vocab: quantize fields with at least this many rows whose dense table (with its
+            first-order table when ``first_order`` is ``codes``) is larger than the PQ form
+            (ignored when ``fields`` is given).
+        fields: explicit field names to quantize (None = the selection rule); a listed field
+            whose PQ form would not be smaller is refused (``CompressionError``).
         code_learning: stage-1 knobs (quantizer, encoder, weights, alpha, beta, steps, ...).
         first_order: ``codes`` (first-order weights of quantized fields as a dim-1 PQ table
             on the same codes) or ``dense`` (keep the V x 1 table).
@@ -174,36 +176,84 @@ def check_composable(model: CTRModel, cfg: MECConfig) -> None:
                 )
 
 
-def dense_reason(v: int, d: int, m: int, k: int, layout: Layout, min_vocab: int) -> str | None:
-    """Why a ``V x D`` field stays dense, or None to quantize it (spec/MEC.md, Stage 0):
-    at least ``min_vocab`` rows and a dense table larger than the PQ one."""
-    pq_bytes = pq_table_bytes(v, d, m, k, layout)
+def pq_field_bytes(
+    v: int, d: int, m: int, k: int, layout: Layout, first_order: bool = False
+) -> tuple[int, int]:
+    """``(dense, pq)`` bytes of a ``V x D`` fp32 field, with its ``V x 1`` first-order table
+    when ``first_order`` (which then becomes a dim-1 table on the same codes, floats only)."""
+    dense = v * d * 4 + (v * 4 if first_order else 0)
+    pq = pq_table_bytes(v, d, m, k, layout) + (pq_float_bytes(1, m, k, "additive") if first_order else 0)
+    return dense, pq
+
+
+def pq_reason(v: int, d: int, m: int, k: int, layout: Layout, before: int, after: int) -> str | None:
+    """Why a field cannot be quantized at ``M``, ``K`` (None when it can and shrinks)."""
+    if layout == "concat" and d % m:
+        return f"num_subspaces {m} does not divide the embedding dim {d}"
+    if k > v - 2:
+        return f"codebook_size {k:,} exceeds the field's {v - 2:,} coded rows (ids 1..V-2)"
+    return not_smaller(f"PQ (M={m}, K={k})", before, after)
+
+
+def dense_reason(
+    v: int, d: int, m: int, k: int, layout: Layout, min_vocab: int, first_order: bool = False
+) -> str | None:
+    """Why a ``V x D`` fp32 field stays dense, or None to quantize it (spec/MEC.md, Stage 0):
+    at least ``min_vocab`` rows and a PQ form (first-order table included when ``first_order``)
+    smaller than the dense one. The rule ``select_fields`` and the byte projection apply."""
     if v < min_vocab:
         return f"vocab {v} < min_vocab {min_vocab}"
-    if v * d * 4 <= pq_bytes:
-        return f"dense table ({v * d * 4} B) is not larger than PQ ({pq_bytes} B)"
-    return None
+    return pq_reason(v, d, m, k, layout, *pq_field_bytes(v, d, m, k, layout, first_order))
 
 
-def select_fields(model: CTRModel, cfg: MECConfig) -> tuple[list[str], dict[str, str]]:
-    """Fields to quantize and, for the others, why not (spec/MEC.md, Stage 0)."""
+def _first_order_tables(model: CTRModel, name: str) -> list[EmbeddingTable]:
+    return [fe.tables[name] for fe in first_order_embeddings(model).values() if name in fe.tables]  # type: ignore[misc]
+
+
+def field_decisions(model: CTRModel, cfg: MECConfig, method: str = "mec") -> list[TargetDecision]:
+    """One decision per sparse field (spec/MEC.md, Stage 0), bytes of the field's table plus its
+    first-order tables when ``cfg.first_order`` is ``codes``.
+
+    Raises:
+        CompressionError: ``cfg.fields`` names an unknown field, or a listed field whose PQ form
+            cannot be smaller (the message names the field and the bytes).
+    """
     tables = model.embedding.tables
     if cfg.fields is not None:
         unknown = [f for f in cfg.fields if f not in tables]
         if unknown:
-            raise ValueError(f"fields {unknown} are not sparse fields (have: {', '.join(tables)})")
-        return list(cfg.fields), {f: "not listed" for f in tables if f not in cfg.fields}
-    chosen, skipped = [], {}
+            raise CompressionError(
+                f"{method}: fields {unknown} are not sparse fields (have: {', '.join(tables)})"
+            )
+    m, k, layout = cfg.num_subspaces, cfg.codebook_size, cfg.code_learning.layout
+    out = []
     for name, table in tables.items():
-        v, d = table.num_embeddings, table.embedding_dim
-        m, k = cfg.num_subspaces, cfg.codebook_size
-        reason = dense_reason(v, d, m, k, cfg.code_learning.layout, cfg.min_vocab)
-        if reason is not None:
-            skipped[name] = reason
+        v, d = table.num_embeddings, table.embedding_dim  # type: ignore[union-attr]
+        lr = _first_order_tables(model, name) if cfg.first_order == "codes" else []
+        before = module_bytes(table) + sum(module_bytes(t) for t in lr)
+        after = pq_table_bytes(v, d, m, k, layout) + len(lr) * pq_float_bytes(1, m, k, "additive")
+        if cfg.fields is not None and name not in cfg.fields:
+            reason: str | None = "not listed in fields"
         elif isinstance(table, PQTable):
-            skipped[name] = "already quantized"
+            reason = "already quantized"
+        elif cfg.fields is None and v < cfg.min_vocab:
+            reason = f"vocab {v} < min_vocab {cfg.min_vocab}"
         else:
+            reason = pq_reason(v, d, m, k, layout, before, after)
+        if reason is not None and cfg.fields is not None and name in cfg.fields:
+            raise refuse_listed(method, "fields", name, reason)
+        out.append(decide(f"embedding.tables.{name}", "table", before, after, reason))
+    return out
+
+
+def select_fields(model: CTRModel, cfg: MECConfig) -> tuple[list[str], dict[str, str]]:
+    """Fields to quantize and, for the others, why not (``field_decisions``)."""
+    chosen, skipped = [], {}
+    for name, d in zip(model.embedding.tables, field_decisions(model, cfg), strict=True):
+        if d["action"] == "compressed":
             chosen.append(name)
+        else:
+            skipped[name] = d["reason"]
     return chosen, skipped
 
 
@@ -224,9 +274,13 @@ class MEC(CompressionMethod[MECConfig]):
         def score() -> dict[str, float]:
             return evaluate(model, data["valid"], batch_size=cfg.eval_batch_size, device=dev)
 
-        chosen, skipped = select_fields(model, cfg)
+        decisions = field_decisions(model, cfg, self.key)
+        require_some(self.key, decisions, "lower min_vocab or codebook_size, or list fields that can shrink")
+        names = list(model.embedding.tables)
+        chosen = [n for n, d in zip(names, decisions, strict=True) if d["action"] == "compressed"]
+        skipped = {n: d["reason"] for n, d in zip(names, decisions, strict=True) if d["action"] == "kept"}
         report: dict[str, Any] = {"fields": {}, "skipped": skipped, "protocol": cfg.protocol}
-        report["sizes_before"] = model_bytes(model)
+        report["sizes_before"] = byte_breakdown(model)
         report["base"] = score()
         lr_tables = first_order_embeddings(model)
         swaps: list[tuple[str, EmbeddingTable]] = []
@@ -248,11 +302,18 @@ class MEC(CompressionMethod[MECConfig]):
             report["final"] = score()
         else:
             report["final"] = report["plugin"]
-        after = model_bytes(model)
+        for name, d in zip(names, decisions, strict=True):  # measured, not predicted
+            if d["action"] == "compressed":
+                lr = _first_order_tables(model, name) if cfg.first_order == "codes" else []
+                d["bytes_after"] = module_bytes(model.embedding.tables[name]) + sum(
+                    module_bytes(t) for t in lr
+                )
+        report["targets"] = decisions
+        before, after = report["sizes_before"], byte_breakdown(model)
         report["sizes"] = after
-        report["ratio"] = report["sizes_before"]["total"] / max(1, after["total"])
-        report["ratio_packed"] = report["sizes_before"]["total"] / max(1, after["total_packed"])
-        report["size_report"] = size_report(model)["components"]
+        report["bytes"] = {"before": before["total"], "after": after["total"]}
+        report["ratio"] = before["total"] / max(1, after["total"])
+        report["ratio_packed_projection"] = before["total"] / max(1, after["total_packed_projection"])
         return report
 
     def _quantize_field(

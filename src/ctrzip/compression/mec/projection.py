@@ -58,9 +58,12 @@ def project_mec_bytes(
 ) -> dict[str, Any]:
     """Dense and MEC bytes of a model over ``vocab`` (field -> rows incl. padding/OOV).
 
-    Fields are chosen by ``mec.dense_reason``, the rule ``mec.select_fields`` applies.
-    ``network_bytes`` is everything outside the tables (the MLP, cross layers, ...), which
-    does not depend on the vocabulary.
+    Fields are chosen by ``mec.dense_reason``, the rule ``mec.select_fields`` applies (with the
+    first-order table on the same codes counted when ``first_order``).
+    ``network_bytes`` is everything outside the tables (the MLP, cross layers, BatchNorm
+    statistics ...), which does not depend on the vocabulary. ``mec_bytes`` counts codes as
+    stored (``sizes.stored_bytes`` of such a model); ``mec_bytes_packed`` and ``ratio_packed``
+    are a further projection with bit-packed codes.
     """
     m, k = num_subspaces, codebook_size
     if dim % m:
@@ -72,7 +75,7 @@ def project_mec_bytes(
     for name, v in vocab.items():
         table, lr = v * dim * 4, (v * 4 if first_order else 0)
         dense += table + lr
-        if dense_reason(v, dim, m, k, layout, min_vocab) is None:
+        if dense_reason(v, dim, m, k, layout, min_vocab, first_order) is None:
             quantized.append(name)
             mec += pq_table_bytes(v, dim, m, k, layout) + lr_pq
             mec_packed += packed_code_bytes(v, m, k) + pq_float_bytes(dim, m, k, layout) + lr_pq

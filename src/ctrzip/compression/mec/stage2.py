@@ -1,5 +1,5 @@
 """MEC stage 2: put codes into a model (PQ tables, first-order tables on the same codes),
-run the ``finetune`` or ``retrain`` protocol, and account for bytes.
+and run the ``finetune`` or ``retrain`` protocol (bytes: ``ctrzip.compression.sizes``).
 
 Tables are swapped with ``ctrzip.nn.swappable.replace_modules`` (a field's PQ table and the
 first-order table on its codes together); models are never copied or subclassed.
@@ -197,34 +197,3 @@ def retrain(model: CTRModel, data: EncodedDataset, cfg: StageTwoConfig, seed: in
     history = Trainer(trainer_config(cfg, seed, device)).fit(fresh, data["train"], data["valid"])
     model.load_state_dict(fresh.state_dict())
     return history
-
-
-def model_bytes(model: nn.Module) -> dict[str, Any]:
-    """fp32 bytes by component: embedding tables, first-order tables, codebooks (float parts
-    of PQ tables), codes as stored and bit-packed, and the dense network (every other
-    parameter). ``total`` uses stored codes, ``total_packed`` bit-packed ones."""
-    main = getattr(model, "embedding", None)
-    out = {k: 0 for k in ("embedding", "first_order", "codebooks", "codes", "codes_packed", "network")}
-    in_tables: set[int] = set()
-    for fe in (m for m in model.modules() if isinstance(m, FieldEmbedding)):
-        slot = "embedding" if fe is main else "first_order"
-        for table in fe.tables.values():
-            in_tables.update(id(p) for p in table.parameters())
-            if isinstance(table, PQTable):
-                out["codebooks"] += table.float_nbytes()
-                out["codes"] += table.code_nbytes()
-                out["codes_packed"] += table.packed_code_nbytes()
-            else:
-                out[slot] += table.nbytes()  # type: ignore[operator]
-        for p in fe.dense_embeds.parameters():  # dense-field vectors belong to the embedding layer
-            in_tables.add(id(p))
-            out[slot] += p.numel() * p.element_size()
-    for p in model.parameters():
-        if id(p) not in in_tables:
-            out["network"] += p.numel() * p.element_size()
-    floats = out["embedding"] + out["first_order"] + out["codebooks"] + out["network"]
-    res: dict[str, Any] = dict(out)
-    res["total"] = floats + out["codes"]
-    res["total_packed"] = floats + out["codes_packed"]
-    res["total_mb"] = res["total"] / 2**20
-    return res
