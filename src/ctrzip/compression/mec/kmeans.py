@@ -60,16 +60,60 @@ def nearest(x: Tensor, centroids: Tensor, chunk: int = _CHUNK) -> tuple[Tensor, 
     return torch.cat(idx_parts, 1), torch.cat(dist_parts, 1)
 
 
+def sample_by_weight(
+    weights: Tensor, n: int, generator: torch.Generator | None = None, *, replacement: bool = True
+) -> Tensor:
+    """``n`` row indices drawn with probability proportional to ``weights``, for any row count.
+
+    ``torch.multinomial`` refuses more than 2^24 categories (real Criteo fields reach 10M ids,
+    industrial ones more), so: with replacement, inverse-CDF sampling (``searchsorted`` of
+    uniform draws on the float64 cumulative weights); without replacement, the
+    Efraimidis-Spirakis keys ``log(u) / w`` and their top ``n`` (equivalent to Gumbel top-k).
+    Zero-weight rows are never drawn with replacement, and drawn last without it.
+
+    Args:
+        weights: ``[N]`` non-negative weights (any float dtype, any device) with a positive sum.
+        n: number of draws (``<= N`` without replacement).
+        generator: a ``torch.Generator`` on ``weights``' device (None = the global one).
+        replacement: draw with replacement.
+
+    Returns:
+        ``[n]`` int64 indices on ``weights``' device.
+
+    Raises:
+        ValueError: ``weights`` is not 1-D, has a negative or non-finite entry, sums to 0, or
+            ``n > N`` without replacement.
+    """
+    if weights.dim() != 1 or len(weights) == 0:
+        raise ValueError(f"weights must be a non-empty 1-D tensor, got shape {tuple(weights.shape)}")
+    w = weights.double()
+    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+        raise ValueError("weights must be finite and non-negative")
+    dev = w.device
+    if replacement:
+        cdf = torch.cumsum(w, 0)
+        total = float(cdf[-1])
+        if total <= 0:
+            raise ValueError("weights sum to 0: nothing to sample")
+        u = torch.rand(n, generator=generator, dtype=torch.float64, device=dev) * total
+        return torch.searchsorted(cdf, u, right=True).clamp_(max=len(w) - 1)
+    if n > len(w):
+        raise ValueError(f"cannot draw {n} distinct rows out of {len(w)}")
+    u = torch.rand(len(w), generator=generator, dtype=torch.float64, device=dev).clamp_min(1e-300)
+    keys = torch.log(u) / (w + 1e-12)  # larger is better; zero weights sink to the bottom
+    return keys.topk(n).indices
+
+
 def _init_centroids(x: Tensor, w: Tensor, k: int, gen: torch.Generator) -> Tensor:
     """Pick ``k`` rows per group with probability proportional to weight (distinct when possible)."""
     g, n, _ = x.shape
     rows = []
     for gi in range(g):
-        probs = w[gi].double().clamp_min(0) + 1e-12
+        probs = w[gi].double().cpu().clamp_min(0) + 1e-12
         if k <= n:
-            idx = torch.multinomial(probs.cpu(), k, replacement=False, generator=gen)
+            idx = sample_by_weight(probs, k, gen, replacement=False)
         else:  # more centroids than points: every point once, then repeats
-            extra = torch.multinomial(probs.cpu(), k - n, replacement=True, generator=gen)
+            extra = sample_by_weight(probs, k - n, gen, replacement=True)
             idx = torch.cat([torch.arange(n), extra])
         rows.append(x[gi, idx.to(x.device)])
     return torch.stack(rows)
