@@ -112,7 +112,14 @@ def trained(tmp_path_factory):
 
 
 def _cfg(**kw):
-    base = {"min_vocab": 100, "num_subspaces": 2, "codebook_size": 16, "device": "cpu", "progress": False, **FAST}
+    base = {
+        "min_vocab": 100,
+        "num_subspaces": 2,
+        "codebook_size": 16,
+        "device": "cpu",
+        "progress": False,
+        **FAST,
+    }
     return MECConfig.variant(kw.pop("variant", "mec"), **{**base, **kw})
 
 

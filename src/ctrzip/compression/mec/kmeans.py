@@ -8,6 +8,7 @@ Why weighted: MEC's popularity weights r_j make frequent ids pull centroids hard
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -87,20 +88,20 @@ def sample_by_weight(
     if weights.dim() != 1 or len(weights) == 0:
         raise ValueError(f"weights must be a non-empty 1-D tensor, got shape {tuple(weights.shape)}")
     w = weights.double()
-    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+    cdf = torch.cumsum(w, 0)  # NaN or inf anywhere reaches the total
+    total = float(cdf[-1])
+    if not math.isfinite(total) or float(w.min()) < 0:
         raise ValueError("weights must be finite and non-negative")
+    if total <= 0:
+        raise ValueError("weights sum to 0: nothing to sample")
     dev = w.device
     if replacement:
-        cdf = torch.cumsum(w, 0)
-        total = float(cdf[-1])
-        if total <= 0:
-            raise ValueError("weights sum to 0: nothing to sample")
         u = torch.rand(n, generator=generator, dtype=torch.float64, device=dev) * total
         return torch.searchsorted(cdf, u, right=True).clamp_(max=len(w) - 1)
     if n > len(w):
         raise ValueError(f"cannot draw {n} distinct rows out of {len(w)}")
-    u = torch.rand(len(w), generator=generator, dtype=torch.float64, device=dev).clamp_min(1e-300)
-    keys = torch.log(u) / (w + 1e-12)  # larger is better; zero weights sink to the bottom
+    keys = torch.rand(len(w), generator=generator, dtype=torch.float64, device=dev).clamp_min_(1e-300)
+    keys = keys.log_().div_(w + 1e-12)  # larger is better; zero weights sink to the bottom
     return keys.topk(n).indices
 
 

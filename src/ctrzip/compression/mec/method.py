@@ -236,7 +236,9 @@ class MEC(CompressionMethod[MECConfig]):
                 report["fields"][name] = field_report
                 swaps.extend(new)
                 st = field_report["stage1"]
-                plug = f", plug-in AUC {field_report['plugin']['auc']:.4f}" if "plugin" in field_report else ""
+                plug = (
+                    f", plug-in AUC {field_report['plugin']['auc']:.4f}" if "plugin" in field_report else ""
+                )
                 bars.log(
                     f"stage 1 {name}: {field_report['vocab']:,} rows, {st['steps']} steps x "
                     f"{st['batch_size']} rows in {st['seconds']:.1f} s{plug}"
@@ -285,7 +287,8 @@ class MEC(CompressionMethod[MECConfig]):
                 )
             if len(counts) != v:
                 raise CompressionError(
-                    f"{path}: field {name!r} has {len(counts)} counts but the model's table has {v} rows; {fix}"
+                    f"{path}: field {name!r} has {len(counts)} counts but the model's table has "
+                    f"{v} rows; {fix}"
                 )
 
     def _quantize_field(
