@@ -117,15 +117,24 @@ def test_table_usage_counts_every_row_and_dead_words_move_onto_targets():
 
 @pytest.mark.parametrize(
     ("rows", "expected"),
-    [(100, (50, 100)), (4_000, (50, 4_000)), (100_000, (123, 4_096)), (10_000_000, (12_208, 4_096))],
+    [
+        (100, (50, 100)),
+        (1_462, (50, 256)),
+        (4_000, (50, 400)),
+        (100_000, (123, 4_096)),
+        (10**7, (12_208, 4_096)),
+    ],
 )
 def test_budget_is_passes_over_the_table_with_a_minimum(rows, expected):
     cfg = CodeLearningConfig()
     assert cfg.budget(rows) == expected
     steps, batch = expected
     assert steps == max(cfg.min_steps, math.ceil(cfg.epochs * rows / batch))
-    assert CodeLearningConfig(steps=7).budget(rows) == (7, batch)
-    assert CodeLearningConfig(epochs=0).budget(rows) == (0, batch)
+    passes = steps * batch / rows  # the cost in passes over the table: about `epochs`, never 50
+    assert cfg.epochs <= passes < 2 * cfg.epochs or batch == min(rows, 256)
+    full = min(rows, 4096)
+    assert CodeLearningConfig(steps=7).budget(rows) == (7, full)
+    assert CodeLearningConfig(epochs=0).budget(rows) == (0, full)
 
 
 def test_budget_settings_that_conflict_are_refused_and_the_result_says_what_ran():

@@ -95,6 +95,11 @@ class LowRankConfig(FactorizedConfig):
             raise ValueError("embedding_stats must be 'counts' or 'data'")
         if self.calib_max_batches is not None and self.calib_max_batches < 1:
             raise ValueError("calib_max_batches must be >= 1 or null")
+        if self.calib_max_batches is not None and not (self.mlp or self.embedding_stats == "data"):
+            raise ValueError(
+                "calib_max_batches caps a calibration pass, and none runs here (mlp: false, "
+                "embedding_stats: counts): remove it or set embedding_stats: data"
+            )
 
 
 def mlp_targets(model: CTRModel, patterns: tuple[str, ...] | None) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from ctrzip.progress import ProgressBars
 
 _CHUNK = 8192
 _EPOCHS, _MIN_STEPS = 5.0, 50
+_MIN_BATCH = 256  # smallest step a small table gets (fewer rows than this: the whole table)
 
 
 @track_set_fields
@@ -63,13 +64,14 @@ class CodeLearningConfig:
         epochs: passes over the field's table (one pass = as many sampled rows as the table
             has), so the cost scales with its rows. Measured: a step of 4,096 rows costs
             0.25-0.8 s on one CPU core (M=4, K=16-256).
-        min_steps: at least this many optimizer steps, so a small table still trains (a
-            750-row table is one step per pass).
+        min_steps: at least this many optimizer steps, so a small table still trains; a
+            small table gets smaller steps (down to 256 rows) so that ``min_steps`` steps make
+            about ``epochs`` passes rather than ``min_steps`` passes.
         steps: a fixed number of optimizer steps instead of ``epochs``/``min_steps``
             (0 = k-means only; setting it together with a non-default ``epochs`` or
             ``min_steps`` is refused).
-        batch_size: rows per step (sampled with replacement, probability ~ weight), at most
-            the field's row count.
+        batch_size: most rows per step (sampled with replacement, probability ~ weight);
+            see ``budget`` for small tables.
         lr: Adam learning rate.
         kmeans_iters: Lloyd iterations of the initialization.
         aq_icm_iters: AQ code refinement sweeps.
@@ -130,14 +132,20 @@ class CodeLearningConfig:
             raise ValueError("dead_code_steps and select_every must be >= 0")
 
     def budget(self, rows: int) -> tuple[int, int]:
-        """``(steps, batch)`` for a table of ``rows`` rows: ``steps`` if set, else
-        ``max(min_steps, ceil(epochs * rows / batch))`` (0 when ``epochs`` is 0); the batch
-        is ``min(batch_size, rows)``."""
-        batch = max(1, min(self.batch_size, rows))
+        """``(steps, batch)`` for a table of ``rows`` rows.
+
+        With ``steps`` set: that many steps of ``min(batch_size, rows)`` rows. Otherwise the
+        batch is ``min(batch_size, rows, max(256, ceil(epochs * rows / min_steps)))`` and the
+        steps ``max(min_steps, ceil(epochs * rows / batch))`` (0 when ``epochs`` is 0), so the
+        cost is about ``epochs`` passes over the table whatever its size (e.g. 4,000 rows:
+        50 steps x 400 rows; 10M rows: 12,208 steps x 4,096 rows).
+        """
+        full = max(1, min(self.batch_size, rows))
         if self.steps is not None:
-            return self.steps, batch
+            return self.steps, full
         if self.epochs == 0:
-            return 0, batch
+            return 0, full
+        batch = max(1, min(full, max(_MIN_BATCH, math.ceil(self.epochs * rows / max(1, self.min_steps)))))
         return max(self.min_steps, math.ceil(self.epochs * rows / batch)), batch
 
     @property
