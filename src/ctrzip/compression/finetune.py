@@ -12,7 +12,7 @@ they validate better.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ctrzip.data.dataset import EncodedDataset
@@ -40,7 +40,6 @@ class FinetuneResult:
     final: dict[str, float] | None
     kept_start: bool
     history: History | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """JSON-able view for a method's report."""

@@ -309,3 +309,12 @@ def test_artifact_round_trip_of_a_quantized_deepfm_stores_codes_once(trained, tm
     )
     a, b = evaluate(model, data["valid"], device="cpu"), evaluate(loaded, data["valid"], device="cpu")
     assert a["auc"] == b["auc"] and a["logloss"] == b["logloss"]
+
+
+def test_progress_shows_each_field_with_its_budget_and_eta(trained, capsys):
+    data, base = trained
+    compress(copy.deepcopy(base), _cfg(protocol="none", progress=True), data)
+    err = capsys.readouterr().err
+    # the field's bar (steps done / budget, ETA) and its summary line
+    assert "stage 1 big" in err and "30/30" in err and "eta" in err
+    assert "stage 1 big: 300 rows, 30 steps x 128 rows in" in err and "plug-in AUC" in err
