@@ -165,3 +165,34 @@ def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str]) -> di
                 raise ConfigError(f"--set {item!r}: {part} is not a section")
         node[parts[-1]] = yaml.safe_load(raw)
     return data
+
+
+def track_set_fields(cls: type[C]) -> type[C]:
+    """Class decorator (above ``@dataclass``): remember which fields the caller passed.
+
+    Why: a config nested in a preset (``PQConfig``'s code learning, MEC's ``retrain`` stage)
+    must change only the fields the user set; ``fields_set`` tells which they were (pydantic's
+    ``model_fields_set``). ``dataclasses.replace`` passes every field, so its result counts as
+    fully set, which keeps :func:`overlay` idempotent.
+    """
+    init = cls.__init__
+    names = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        object.__setattr__(self, "_fields_set", frozenset(names[: len(args)]) | frozenset(kwargs))
+        init(self, *args, **kwargs)
+
+    __init__.__doc__, __init__.__wrapped__ = init.__doc__, init  # type: ignore[attr-defined]
+    cls.__init__ = __init__  # type: ignore[method-assign]
+    return cls
+
+
+def fields_set(obj: Any) -> frozenset[str]:
+    """Fields the caller passed to a ``track_set_fields`` dataclass (every field otherwise)."""
+    every = frozenset(f.name for f in dataclasses.fields(obj) if f.init)
+    return getattr(obj, "_fields_set", every)
+
+
+def overlay(preset: C, given: C) -> C:
+    """``preset`` with the fields the caller set on ``given`` (see ``track_set_fields``)."""
+    return dataclasses.replace(preset, **{n: getattr(given, n) for n in fields_set(given)})  # type: ignore[type-var]

@@ -25,7 +25,7 @@ def test_finetuned_folded_model_keeps_padding_zero(form: str, tmp_path) -> None:
     model = make_model("deepfm")
     cfg = LowRankConfig(
         mlp=False, embedding=True, embedding_rank=4, embedding_form=form, finetune_epochs=1, lr=1e-2,
-        finetune_batch_size=64, eval_split=None, device="cpu",
+        finetune_batch_size=64, eval_split=None, keep_start=False, device="cpu",
     )  # fmt: skip
     start = {n: t.materialize()[1:].clone() for n, t in model.embedding.tables.items()}
     compress(model, cfg, data)

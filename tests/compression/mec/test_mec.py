@@ -114,7 +114,14 @@ def trained(tmp_path_factory):
 
 
 def _cfg(**kw):
-    base = {"min_vocab": 100, "num_subspaces": 2, "codebook_size": 16, "device": "cpu", **FAST}
+    base = {
+        "min_vocab": 100,
+        "num_subspaces": 2,
+        "codebook_size": 16,
+        "device": "cpu",
+        "progress": False,
+        **FAST,
+    }
     return MECConfig.variant(kw.pop("variant", "mec"), **{**base, **kw})
 
 
@@ -281,8 +288,9 @@ def test_finetune_keeps_the_plugged_in_model_when_training_only_hurts(trained):
     plugin = evaluate(model, data["valid"], device="cpu")["auc"]
     start = copy.deepcopy(model.state_dict())
     wreck = {"epochs": 1, "lr": 5.0, "batch_size": 256}
-    hist = finetune(model, data, StageTwoConfig(**wreck), 0, "cpu")  # keep_start by default
-    assert hist.best["step"] == 0 and evaluate(model, data["valid"], device="cpu")["auc"] == plugin
+    res = finetune(model, data, StageTwoConfig(**wreck), 0, "cpu")  # keep_start by default
+    assert res.kept_start and res.history.best["step"] == 0 and res.final == res.direct
+    assert evaluate(model, data["valid"], device="cpu")["auc"] == plugin
     assert all(torch.equal(v, start[k]) for k, v in model.state_dict().items())
     model.load_state_dict(start)
     finetune(model, data, StageTwoConfig(**wreck, keep_start=False), 0, "cpu")
@@ -308,3 +316,12 @@ def test_artifact_round_trip_of_a_quantized_deepfm_stores_codes_once(trained, tm
     )
     a, b = evaluate(model, data["valid"], device="cpu"), evaluate(loaded, data["valid"], device="cpu")
     assert a["auc"] == b["auc"] and a["logloss"] == b["logloss"]
+
+
+def test_progress_shows_each_field_with_its_budget_and_eta(trained, capsys):
+    data, base = trained
+    compress(copy.deepcopy(base), _cfg(protocol="none", progress=True), data)
+    err = capsys.readouterr().err
+    # the field's bar (steps done / budget, ETA) and its summary line
+    assert "stage 1 big" in err and "30/30" in err and "eta" in err
+    assert "stage 1 big: 300 rows, 30 steps x 128 rows in" in err and "plug-in AUC" in err

@@ -1,9 +1,10 @@
 """Shared driver of the factorized methods (``lowrank``, ``svd``, ``tt``).
 
 Each step (MLP layers, then embedding tables) is: swap modules -> [fold + parity check]
--> evaluate ("direct") -> fine-tune with ``Trainer.fit`` -> evaluate ("fine-tuned"), as in
-the paper's pipeline (section 3.3 end, appendix A.2). Subclasses only say how to build the
-replacement modules.
+-> evaluate ("direct") -> fine-tune with the shared guarded routine
+(``compression.finetune.guarded_finetune``: the direct model is kept unless training beats
+it on validation) -> evaluate ("finetuned"), as in the paper's pipeline (section 3.3 end,
+appendix A.2). Subclasses only say how to build the replacement modules.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ctrzip.compression.api import CompressionMethod, TargetDecision
+from ctrzip.compression.finetune import guarded_finetune, split_or_error
 from ctrzip.compression.lowrank.fold import fold_into_consumer
 from ctrzip.compression.shrink import (
     compressed,
@@ -33,6 +35,7 @@ from ctrzip.data.batch import Batch
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.data.loader import BatchLoader, resolve_device
 from ctrzip.data.schema import FeatureSchema
+from ctrzip.errors import CompressionError
 from ctrzip.models.base import CTRModel
 
 FOLD_TOLERANCE = 1e-5
@@ -49,7 +52,10 @@ class StepOptions:
         embedding_l2: fine-tuning L2 on embedding parameters (``TrainConfig.embedding_l2``).
         weight_l2: fine-tuning L2 on other parameters.
         batch_size: rows per calibration / evaluation forward.
-        eval_split: split evaluated "direct" and "fine-tuned" (None = no evaluation).
+        eval_split: split evaluated "direct" and "fine-tuned", and that guards the fine-tune
+            (None = no evaluation; then ``keep_start`` must be off to fine-tune).
+        keep_start: keep the direct model (bit-identical) unless fine-tuning beats it on
+            ``eval_split`` (as MEC's fine-tune does).
         device: ``auto``, ``cpu``, ``cuda``.
         seed: fine-tuning seed.
         progress: progress bars.
@@ -62,6 +68,7 @@ class StepOptions:
     weight_l2: float = 0.0
     batch_size: int = 8192
     eval_split: str | None = "valid"
+    keep_start: bool = True
     device: str = "auto"
     seed: int = 2024
     progress: bool = False
@@ -73,6 +80,11 @@ class StepOptions:
             raise ValueError("lr must be > 0")
         if self.batch_size < 1 or self.finetune_batch_size < 1:
             raise ValueError("batch sizes must be >= 1")
+        if self.keep_start and self.finetune_epochs > 0 and self.eval_split is None:
+            raise ValueError(
+                "keep_start compares the fine-tuned model with the direct one on eval_split: "
+                "set eval_split, or keep_start: false, or finetune_epochs: 0"
+            )
 
 
 def check_rank(name: str, rank: int | None, variance: float | None) -> None:
@@ -215,6 +227,7 @@ class FactorizedMethod(CompressionMethod[C], Generic[C]):
         plans = [self.plan(step, model) for step in self.steps()]
         if all(p is not None for p in plans):  # nothing can shrink: refuse before any work
             require_some(self.key, [d for p in plans for d in p or []], self.hint())
+        check_data(self.key, cfg, data)
         device = resolve_device(cfg.device)
         model.to(device)
         self.decisions: list[TargetDecision] = []
@@ -222,6 +235,7 @@ class FactorizedMethod(CompressionMethod[C], Generic[C]):
             "params_before": count_params(model),
             "bytes": {"before": stored_bytes(model)},
         }
+        before_metrics = _evaluate(model, data, cfg, device)
         for step in self.steps():
             t0 = time.perf_counter()
             first, before = len(self.decisions), stored_bytes(model)
@@ -242,41 +256,92 @@ class FactorizedMethod(CompressionMethod[C], Generic[C]):
         report["params_after"] = count_params(model)
         report["bytes"]["after"] = stored_bytes(model)
         report["targets"] = self.decisions
+        ran = [report[s] for s in self.steps() if "skipped" not in report[s]]
+        last = ran[-1] if ran else {}  # the model as the last step that changed it left it
+        direct = last.get("direct")
+        report["metrics"] = {
+            "before": before_metrics,
+            "direct": direct,
+            "final": last.get("finetuned", direct),
+        }
         return report
 
     def loader(self, data: EncodedDataset, split: str, device: torch.device) -> BatchLoader:
         return BatchLoader(data[split], batch_size=self.config.batch_size, shuffle=False, device=device)
 
 
+def check_data(method: str, cfg: StepOptions, data: EncodedDataset | None) -> None:
+    """Refuse, before any module is swapped, a fine-tune or evaluation the data cannot serve.
+
+    Raises:
+        CompressionError: no dataset while ``finetune_epochs`` or ``eval_split`` asks for one, or
+            the dataset lacks the ``train`` split (fine-tuning) or ``eval_split``.
+    """
+    if data is None:
+        needs = [f"finetune_epochs={cfg.finetune_epochs}"] if cfg.finetune_epochs > 0 else []
+        needs += [f"eval_split={cfg.eval_split!r}"] if cfg.eval_split is not None else []
+        if needs:
+            raise CompressionError(
+                f"{method}: {' and '.join(needs)} need an encoded dataset: pass one to compress(), "
+                "or set finetune_epochs: 0 and eval_split: null"
+            )
+        return
+    if cfg.finetune_epochs > 0:
+        split_or_error(data, "train", f"{method} fine-tunes on it (finetune_epochs: 0 skips that)")
+    if cfg.eval_split is not None:
+        split_or_error(data, cfg.eval_split, f"{method} evaluates on it (eval_split)")
+
+
+def _evaluate(
+    model: CTRModel, data: EncodedDataset | None, cfg: StepOptions, device: torch.device
+) -> dict[str, float] | None:
+    from ctrzip.train import evaluate
+
+    if data is None or cfg.eval_split is None:
+        return None
+    split = split_or_error(data, cfg.eval_split, "eval_split names it")
+    return evaluate(model, split, batch_size=cfg.batch_size, device=device)
+
+
 def evaluate_and_finetune(
     model: CTRModel, data: EncodedDataset | None, cfg: StepOptions, device: torch.device
 ) -> dict[str, Any]:
-    """Evaluate ("direct"), fine-tune with ``Trainer.fit``, evaluate again ("finetuned")."""
-    from ctrzip.train import TrainConfig, Trainer, evaluate
+    """Evaluate ("direct"), fine-tune with the shared guarded routine, evaluate again
+    ("finetuned"; equal to "direct" when the direct model was kept)."""
+    from ctrzip.train import TrainConfig
 
+    check_data("fine-tune", cfg, data)
     out: dict[str, Any] = {}
-    split = cfg.eval_split if data is not None and cfg.eval_split in data.splits else None
-    if split is not None:
-        assert data is not None
-        out["direct"] = evaluate(model, data[split], batch_size=cfg.batch_size, device=device)
-    if cfg.finetune_epochs > 0 and data is not None and "train" in data.splits:
-        tc = TrainConfig(
-            epochs=cfg.finetune_epochs,
-            batch_size=cfg.finetune_batch_size,
-            lr=cfg.lr,
-            embedding_l2=cfg.embedding_l2,
-            weight_l2=cfg.weight_l2,
-            seed=cfg.seed,
-            device=str(device),
-            out_dir=None,
-            resume=False,
-            progress=cfg.progress,
-        )
-        hist = Trainer(tc).fit(model, data["train"], None)
-        out["finetune"] = {"epochs": cfg.finetune_epochs, "lr": cfg.lr, "steps": hist.steps}
-        if split is not None:
-            assert data is not None
-            out["finetuned"] = evaluate(model, data[split], batch_size=cfg.batch_size, device=device)
+    if data is None:
+        return out
+    if cfg.finetune_epochs == 0:
+        if cfg.eval_split is not None:
+            out["direct"] = _evaluate(model, data, cfg, device)
+        return out
+    tc = TrainConfig(
+        epochs=cfg.finetune_epochs,
+        batch_size=cfg.finetune_batch_size,
+        lr=cfg.lr,
+        embedding_l2=cfg.embedding_l2,
+        weight_l2=cfg.weight_l2,
+        early_stop_patience=cfg.finetune_epochs,
+        seed=cfg.seed,
+        device=str(device),
+        out_dir=None,
+        resume=False,
+        progress=cfg.progress,
+    )
+    res = guarded_finetune(
+        model, data, tc, valid_split=cfg.eval_split, keep_start=cfg.keep_start, eval_batch_size=cfg.batch_size
+    )
+    out["finetune"] = {
+        "epochs": cfg.finetune_epochs,
+        "lr": cfg.lr,
+        "steps": res.history.steps if res.history is not None else 0,
+        "kept_start": res.kept_start,
+    }
+    if res.direct is not None:
+        out["direct"], out["finetuned"] = res.direct, res.final
     return out
 
 

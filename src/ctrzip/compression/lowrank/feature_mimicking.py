@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from ctrzip.compression.api import TargetDecision, register_method
 from ctrzip.compression.calibrate import IdMaskedMoments, calibrate
+from ctrzip.compression.finetune import split_or_error
 from ctrzip.compression.lowrank.factorized import (
     FactorizedMethod,
     StepOptions,
@@ -29,6 +30,7 @@ from ctrzip.compression.shrink import explicit_names, refuse_listed
 from ctrzip.compression.stats import PCAResult, RunningMoments, choose_rank, pca, table_moments
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.data.loader import resolve_device
+from ctrzip.errors import CompressionError
 from ctrzip.models.base import CTRModel
 from ctrzip.nn.embedding.lowrank import LowRankTable
 from ctrzip.nn.lowrank_linear import LowRankLinear
@@ -102,6 +104,11 @@ class LowRankConfig(FactorizedConfig):
             raise ValueError("embedding_stats must be 'counts' or 'data'")
         if self.calib_max_batches is not None and self.calib_max_batches < 1:
             raise ValueError("calib_max_batches must be >= 1 or null")
+        if self.calib_max_batches is not None and not (self.mlp or self.embedding_stats == "data"):
+            raise ValueError(
+                "calib_max_batches caps a calibration pass, and none runs here (mlp: false, "
+                "embedding_stats: counts): remove it or set embedding_stats: data"
+            )
 
 
 def mlp_targets(model: CTRModel, patterns: tuple[str, ...] | None) -> dict[str, Any]:
@@ -110,8 +117,9 @@ def mlp_targets(model: CTRModel, patterns: tuple[str, ...] | None) -> dict[str, 
 
 
 def _require_train(data: EncodedDataset | None, what: str) -> EncodedDataset:
-    if data is None or "train" not in data.splits:
-        raise ValueError(f"lowrank needs the training split for {what}; pass an EncodedDataset")
+    if data is None:
+        raise CompressionError(f"lowrank needs the training split for {what}; pass an EncodedDataset")
+    split_or_error(data, "train", f"lowrank needs it for {what}")
     return data
 
 
@@ -232,11 +240,23 @@ class LowRank(FactorizedMethod[LowRankConfig]):
         schema = model.schema
         if cfg.embedding_stats == "counts":
             if data is None:
-                raise ValueError("embedding_stats='counts' needs an EncodedDataset with counts")
+                raise CompressionError("embedding_stats='counts' needs an EncodedDataset with counts")
+            path = data.root / "counts.npz"
+            fix = (
+                "re-encode the dataset with `ctrzip data encode` (it writes counts.npz from the "
+                "train split), or set embedding_stats: data (a pass over the train split)"
+            )
+            missing = [n for n in targets if n not in data.counts]
+            if missing:
+                what = "is missing" if not path.exists() else f"has no counts for fields {missing}"
+                raise CompressionError(f"{path} {what}: embedding_stats: counts needs them; {fix}")
             out = {}
             for name, table in targets.items():
-                if name not in data.counts:
-                    raise ValueError(f"no training counts for field {name!r}; use embedding_stats='data'")
+                if len(data.counts[name]) != table.num_embeddings:
+                    raise CompressionError(
+                        f"{path}: field {name!r} has {len(data.counts[name])} counts but the model's "
+                        f"table has {table.num_embeddings} rows; {fix}"
+                    )
                 ignore = (0,) if schema[name].kind == "sequence" else ()
                 out[name] = pca(table_moments(table.materialize(), data.counts[name], ignore))
             return out

@@ -8,6 +8,7 @@ Why weighted: MEC's popularity weights r_j make frequent ids pull centroids hard
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -60,16 +61,60 @@ def nearest(x: Tensor, centroids: Tensor, chunk: int = _CHUNK) -> tuple[Tensor, 
     return torch.cat(idx_parts, 1), torch.cat(dist_parts, 1)
 
 
+def sample_by_weight(
+    weights: Tensor, n: int, generator: torch.Generator | None = None, *, replacement: bool = True
+) -> Tensor:
+    """``n`` row indices drawn with probability proportional to ``weights``, for any row count.
+
+    ``torch.multinomial`` refuses more than 2^24 categories (real Criteo fields reach 10M ids,
+    industrial ones more), so: with replacement, inverse-CDF sampling (``searchsorted`` of
+    uniform draws on the float64 cumulative weights); without replacement, the
+    Efraimidis-Spirakis keys ``log(u) / w`` and their top ``n`` (equivalent to Gumbel top-k).
+    Zero-weight rows are never drawn with replacement, and drawn last without it.
+
+    Args:
+        weights: ``[N]`` non-negative weights (any float dtype, any device) with a positive sum.
+        n: number of draws (``<= N`` without replacement).
+        generator: a ``torch.Generator`` on ``weights``' device (None = the global one).
+        replacement: draw with replacement.
+
+    Returns:
+        ``[n]`` int64 indices on ``weights``' device.
+
+    Raises:
+        ValueError: ``weights`` is not 1-D, has a negative or non-finite entry, sums to 0, or
+            ``n > N`` without replacement.
+    """
+    if weights.dim() != 1 or len(weights) == 0:
+        raise ValueError(f"weights must be a non-empty 1-D tensor, got shape {tuple(weights.shape)}")
+    w = weights.double()
+    cdf = torch.cumsum(w, 0)  # NaN or inf anywhere reaches the total
+    total = float(cdf[-1])
+    if not math.isfinite(total) or float(w.min()) < 0:
+        raise ValueError("weights must be finite and non-negative")
+    if total <= 0:
+        raise ValueError("weights sum to 0: nothing to sample")
+    dev = w.device
+    if replacement:
+        u = torch.rand(n, generator=generator, dtype=torch.float64, device=dev) * total
+        return torch.searchsorted(cdf, u, right=True).clamp_(max=len(w) - 1)
+    if n > len(w):
+        raise ValueError(f"cannot draw {n} distinct rows out of {len(w)}")
+    keys = torch.rand(len(w), generator=generator, dtype=torch.float64, device=dev).clamp_min_(1e-300)
+    keys = keys.log_().div_(w + 1e-12)  # larger is better; zero weights sink to the bottom
+    return keys.topk(n).indices
+
+
 def _init_centroids(x: Tensor, w: Tensor, k: int, gen: torch.Generator) -> Tensor:
     """Pick ``k`` rows per group with probability proportional to weight (distinct when possible)."""
     g, n, _ = x.shape
     rows = []
     for gi in range(g):
-        probs = w[gi].double().clamp_min(0) + 1e-12
+        probs = w[gi].double().cpu().clamp_min(0) + 1e-12
         if k <= n:
-            idx = torch.multinomial(probs.cpu(), k, replacement=False, generator=gen)
+            idx = sample_by_weight(probs, k, gen, replacement=False)
         else:  # more centroids than points: every point once, then repeats
-            extra = torch.multinomial(probs.cpu(), k - n, replacement=True, generator=gen)
+            extra = sample_by_weight(probs, k - n, gen, replacement=True)
             idx = torch.cat([torch.arange(n), extra])
         rows.append(x[gi, idx.to(x.device)])
     return torch.stack(rows)

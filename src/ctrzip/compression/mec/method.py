@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
 from ctrzip.compression.api import CompressionMethod, TargetDecision, register_method
+from ctrzip.compression.finetune import split_or_error
 from ctrzip.compression.mec.diagnostics import as_tensor_counts, code_diagnostics, summarize
 from ctrzip.compression.mec.losses import popularity_weights
 from ctrzip.compression.mec.stage1 import CodeLearningConfig, CodeLearningResult, fit_codes
 from ctrzip.compression.mec.stage2 import (
+    FINETUNE_PRESET,
+    RETRAIN_PRESET,
     StageTwoConfig,
     finetune,
     first_order_embeddings,
@@ -29,6 +32,7 @@ from ctrzip.compression.mec.stage2 import (
 )
 from ctrzip.compression.shrink import decide, module_bytes, not_smaller, refuse_listed, require_some
 from ctrzip.compression.sizes import byte_breakdown
+from ctrzip.config import overlay
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.data.loader import resolve_device
 from ctrzip.errors import CompressionError
@@ -36,6 +40,7 @@ from ctrzip.models.base import CTRModel
 from ctrzip.nn.embedding.base import DenseTable, EmbeddingTable
 from ctrzip.nn.embedding.pq import Layout, PQFit, PQTable, pq_float_bytes, pq_table_bytes
 from ctrzip.nn.swappable import SWAPPABLE, replace_modules
+from ctrzip.progress import ProgressBars
 
 # Ablation presets (spec/MEC.md "Variants"): overrides of CodeLearningConfig.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -63,20 +68,30 @@ class MECConfig:
             (ignored when ``fields`` is given).
         fields: explicit field names to quantize (None = the selection rule); a listed field
             whose PQ form would not be smaller is refused (``CompressionError``).
-        code_learning: stage-1 knobs (quantizer, encoder, weights, alpha, beta, steps, ...).
+        code_learning: stage-1 knobs (quantizer, encoder, weights, alpha, beta, epochs, ...);
+            the fields set here change only those fields of the method's preset (``mec``
+            for ``MECConfig``, ``basic_pq`` for ``PQConfig``).
         first_order: ``codes`` (first-order weights of quantized fields as a dim-1 PQ table
             on the same codes) or ``dense`` (keep the V x 1 table).
         protocol: ``finetune`` (default), ``retrain`` or ``none`` (plug-in only).
-        finetune: training of the ``finetune`` protocol (low lr, ~1 epoch).
-        retrain: training of the ``retrain`` protocol (from scratch).
+        finetune: training of the ``finetune`` protocol (preset ``FINETUNE_PRESET``: 1 epoch
+            at lr 1e-4); fields set here change only those fields.
+        retrain: training of the ``retrain`` protocol, from scratch (preset ``RETRAIN_PRESET``:
+            2 epochs at lr 1e-3, patience 2); fields set here change only those fields.
         plugin_per_field: also report each field's plug-in AUC alone (one validation pass each).
         eval_batch_size: validation batch size.
         head_frac: head band of the diagnostics (top fraction of ids by count).
         tail_frac: tail band (bottom fraction of ids by count).
         seed: seeds stage 1 and stage 2.
         device: ``auto``, ``cpu``, ``cuda``.
+        progress: a progress bar per field's stage 1 (steps, rows/s, ETA) and for the fine-tune.
         version: config schema version.
+
+    Training counts (``counts.npz`` of the dataset folder) are required unless
+    ``code_learning.weighting`` is ``none``: a missing file is an error, never uniform weights.
     """
+
+    PRESET: ClassVar[str] = "mec"  # the VARIANTS entry code_learning starts from
 
     num_subspaces: int = 4
     codebook_size: int = 256
@@ -85,19 +100,22 @@ class MECConfig:
     code_learning: CodeLearningConfig = field(default_factory=CodeLearningConfig)
     first_order: Literal["codes", "dense"] = "codes"
     protocol: Literal["finetune", "retrain", "none"] = "finetune"
-    finetune: StageTwoConfig = field(default_factory=lambda: StageTwoConfig(epochs=1, lr=1e-4))
-    retrain: StageTwoConfig = field(
-        default_factory=lambda: StageTwoConfig(epochs=2, lr=1e-3, early_stop_patience=2)
-    )
+    finetune: StageTwoConfig = field(default_factory=StageTwoConfig)
+    retrain: StageTwoConfig = field(default_factory=StageTwoConfig)
     plugin_per_field: bool = True
     eval_batch_size: int = 8192
     head_frac: float = 0.01
     tail_frac: float = 0.8
     seed: int = 0
     device: str = "auto"
+    progress: bool = True
     version: int = 1
 
     def __post_init__(self) -> None:
+        # presets stay what they are: only the nested fields the caller set replace the preset's
+        self.code_learning = overlay(CodeLearningConfig(**VARIANTS[self.PRESET]), self.code_learning)
+        self.finetune = overlay(StageTwoConfig(**FINETUNE_PRESET), self.finetune)
+        self.retrain = overlay(StageTwoConfig(**RETRAIN_PRESET), self.retrain)
         if self.num_subspaces < 1:
             raise ValueError("num_subspaces must be >= 1")
         if self.codebook_size < 2:
@@ -119,24 +137,26 @@ class MECConfig:
     def variant(cls, name: str, **overrides: Any) -> MECConfig:
         """A preset ablation (``VARIANTS``); ``overrides`` set top-level fields.
 
-        Code-learning fields may be overridden too (``steps=200``) on top of the preset.
+        Code-learning fields may be overridden too (``epochs=2``) on top of the preset; every
+        other field keeps the preset's value.
         """
         if name not in VARIANTS:
             raise KeyError(f"unknown MEC variant {name!r} (known: {', '.join(VARIANTS)})")
         cl_names = {f.name for f in dataclasses.fields(CodeLearningConfig)}
-        cl = {**VARIANTS[name], **{k: v for k, v in overrides.items() if k in cl_names}}
+        cl = {k: v for k, v in overrides.items() if k in cl_names}
         top = {k: v for k, v in overrides.items() if k not in cl_names}
-        return cls(code_learning=CodeLearningConfig(**cl), **top)
+        # replace() sets every field, so the variant is complete whatever cls's own preset is
+        code_learning = dataclasses.replace(CodeLearningConfig(**VARIANTS[name]), **cl)
+        return cls(code_learning=code_learning, **top)
 
 
 @dataclass
 class PQConfig(MECConfig):
     """Basic product quantization (the ``pq`` method): MEC without popularity weights,
-    PWR or contrastive terms (k-means init + VQ/decoder training)."""
+    PWR or contrastive terms (k-means init + VQ/decoder training). ``code_learning`` starts
+    from the ``basic_pq`` preset; the fields set there change only those fields."""
 
-    code_learning: CodeLearningConfig = field(
-        default_factory=lambda: CodeLearningConfig(**VARIANTS["basic_pq"])  # type: ignore[arg-type]
-    )
+    PRESET: ClassVar[str] = "basic_pq"
 
 
 def _swap(model: CTRModel, tables: list[tuple[str, EmbeddingTable]]) -> list[tuple[str, EmbeddingTable]]:
@@ -265,40 +285,56 @@ class MEC(CompressionMethod[MECConfig]):
         from ctrzip.train import evaluate
 
         if data is None:
-            raise ValueError("MEC needs data: training counts, a train split and a valid split")
+            raise CompressionError(
+                f"{self.key} needs an encoded dataset (training counts, a train and a valid split): "
+                f"compress(model, config, EncodedDataset.open(DIR))"
+            )
         cfg = self.config
         check_composable(model, cfg)
         dev = resolve_device(cfg.device)
         model.to(dev)
+        valid = split_or_error(data, "valid", f"{self.key} reports the plug-in AUC on it")
+        if cfg.protocol != "none":
+            split_or_error(data, "train", f"protocol {cfg.protocol!r} trains on it")
 
         def score() -> dict[str, float]:
-            return evaluate(model, data["valid"], batch_size=cfg.eval_batch_size, device=dev)
+            return evaluate(model, valid, batch_size=cfg.eval_batch_size, device=dev)
 
         decisions = field_decisions(model, cfg, self.key)
         require_some(self.key, decisions, "lower min_vocab or codebook_size, or list fields that can shrink")
         names = list(model.embedding.tables)
         chosen = [n for n, d in zip(names, decisions, strict=True) if d["action"] == "compressed"]
         skipped = {n: d["reason"] for n, d in zip(names, decisions, strict=True) if d["action"] == "kept"}
+        self._check_counts(model, data, chosen)
         report: dict[str, Any] = {"fields": {}, "skipped": skipped, "protocol": cfg.protocol}
         report["sizes_before"] = byte_breakdown(model)
         report["base"] = score()
         lr_tables = first_order_embeddings(model)
         swaps: list[tuple[str, EmbeddingTable]] = []
-        for name in chosen:
-            field_report, new = self._quantize_field(model, name, data, lr_tables, dev)
-            if cfg.plugin_per_field:  # this field alone on codes
-                old = _swap(model, new)
-                field_report["plugin"] = score()
-                _swap(model, old)
-            report["fields"][name] = field_report
-            swaps.extend(new)
+        with ProgressBars(cfg.progress) as bars:
+            for name in chosen:
+                field_report, new = self._quantize_field(model, name, data, lr_tables, dev, bars)
+                if cfg.plugin_per_field:  # this field alone on codes
+                    old = _swap(model, new)
+                    field_report["plugin"] = score()
+                    _swap(model, old)
+                report["fields"][name] = field_report
+                swaps.extend(new)
+                st = field_report["stage1"]
+                plug = (
+                    f", plug-in AUC {field_report['plugin']['auc']:.4f}" if "plugin" in field_report else ""
+                )
+                bars.log(
+                    f"stage 1 {name}: {field_report['vocab']:,} rows, {st['steps']} steps x "
+                    f"{st['batch_size']} rows in {st['seconds']:.1f} s{plug}"
+                )
         _swap(model, swaps)
         report["plugin"] = score()
         if cfg.protocol != "none" and chosen:
             stage = cfg.finetune if cfg.protocol == "finetune" else cfg.retrain
             run = finetune if cfg.protocol == "finetune" else retrain
-            hist = run(model, data, stage, cfg.seed, str(dev))
-            report["history"] = {"best": hist.best, "best_epoch": hist.best_epoch, "steps": hist.steps}
+            result = run(model, data, stage, cfg.seed, str(dev), progress=cfg.progress)
+            report["history"] = result.summary()
             report["final"] = score()
         else:
             report["final"] = report["plugin"]
@@ -310,11 +346,41 @@ class MEC(CompressionMethod[MECConfig]):
                 )
         report["targets"] = decisions
         before, after = report["sizes_before"], byte_breakdown(model)
+        report["metrics"] = {"before": report["base"], "direct": report["plugin"], "final": report["final"]}
         report["sizes"] = after
         report["bytes"] = {"before": before["total"], "after": after["total"]}
         report["ratio"] = before["total"] / max(1, after["total"])
         report["ratio_packed_projection"] = before["total"] / max(1, after["total_packed_projection"])
         return report
+
+    def _check_counts(self, model: CTRModel, data: EncodedDataset, chosen: list[str]) -> None:
+        """Training counts for every chosen field, unless ``weighting: none`` needs none.
+
+        Raises:
+            CompressionError: ``counts.npz`` is missing, lacks a field or has a wrong length.
+        """
+        weighting = self.config.code_learning.weighting
+        path = data.root / "counts.npz"
+        fix = (
+            "re-encode the dataset with `ctrzip data encode` (it writes counts.npz from the train "
+            "split), or set code_learning.weighting: none to weight every id equally"
+        )
+        for name in chosen:
+            counts = data.counts.get(name)
+            v = model.embedding.tables[name].num_embeddings
+            if counts is None:
+                if weighting == "none":
+                    continue
+                what = "is missing" if not path.exists() else f"has no counts for field {name!r}"
+                raise CompressionError(
+                    f"{path} {what}: MEC weights ids by training popularity "
+                    f"(code_learning.weighting: {weighting}); {fix}"
+                )
+            if len(counts) != v:
+                raise CompressionError(
+                    f"{path}: field {name!r} has {len(counts)} counts but the model's table has "
+                    f"{v} rows; {fix}"
+                )
 
     def _quantize_field(
         self,
@@ -323,6 +389,7 @@ class MEC(CompressionMethod[MECConfig]):
         data: EncodedDataset,
         lr_tables: dict[str, Any],
         dev: torch.device,
+        bars: ProgressBars | None = None,
     ) -> tuple[dict[str, Any], list[tuple[str, EmbeddingTable]]]:
         """Stage 1 on the real ids of one field; returns its report and the tables to swap in
         as ``(fqn, table)``."""
@@ -356,6 +423,8 @@ class MEC(CompressionMethod[MECConfig]):
             cfg.code_learning,
             cfg.seed,
             score=score,
+            bars=bars,
+            label=f"stage 1 {name}",
         )
         codes = torch.zeros(v, cfg.num_subspaces, dtype=torch.long, device=dev)
         codes[1 : v - 1] = res.codes

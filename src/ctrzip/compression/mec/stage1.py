@@ -1,9 +1,11 @@
 """MEC stage 1: learn codes for one field's trained table (spec/MEC.md, "Stage 1").
 
 Pipeline per field: scale by the r-weighted RMS -> Linear encoder (or identity) ->
-r-weighted k-means init -> Adam for a step budget on
+r-weighted k-means init -> Adam for a budget that scales with the field's rows (``epochs``
+passes over the table, at least ``min_steps`` steps) on
 ``L_vq + 0.25 L_commit + L_dec + alpha L_reg + beta L_con`` with a straight-through
-estimator and dead-code replacement -> codes, codebooks folded with the decoder.
+estimator and dead-code replacement (a codeword no row of the table uses) -> codes,
+codebooks folded with the decoder.
 
 Rows are sampled with probability proportional to r_j, so every loss term is r-weighted
 without repeating rows in memory (the reference code's ``np.repeat``).
@@ -22,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ctrzip.compression.mec.kmeans import weighted_kmeans
+from ctrzip.compression.mec.kmeans import sample_by_weight, weighted_kmeans
 from ctrzip.compression.mec.losses import (
     Quantizer,
     Weighting,
@@ -33,11 +35,16 @@ from ctrzip.compression.mec.losses import (
     quantize,
     semi_synthetic_negatives,
 )
+from ctrzip.config import track_set_fields
 from ctrzip.nn.embedding.pq import Layout
+from ctrzip.progress import ProgressBars
 
 _CHUNK = 8192
+_EPOCHS, _MIN_STEPS = 5.0, 50
+_MIN_BATCH = 256  # smallest step a small table gets (fewer rows than this: the whole table)
 
 
+@track_set_fields
 @dataclass
 class CodeLearningConfig:
     """Stage-1 knobs (defaults from spec/MEC.md).
@@ -54,12 +61,22 @@ class CodeLearningConfig:
         tau_assign: soft-assignment temperature of the PWR term (in scaled units).
         num_negatives: semi-synthetic negatives per row.
         rho: replacement probability of a code position (None = 1/M).
-        steps: optimizer steps (0 = k-means only).
-        batch_size: rows per step (sampled with replacement, probability ~ weight).
+        epochs: passes over the field's table (one pass = as many sampled rows as the table
+            has), so the cost scales with its rows. Measured: a step of 4,096 rows costs
+            0.25-0.8 s on one CPU core (M=4, K=16-256).
+        min_steps: at least this many optimizer steps, so a small table still trains; a
+            small table gets smaller steps (down to 256 rows) so that ``min_steps`` steps make
+            about ``epochs`` passes rather than ``min_steps`` passes.
+        steps: a fixed number of optimizer steps instead of ``epochs``/``min_steps``
+            (0 = k-means only; setting it together with a non-default ``epochs`` or
+            ``min_steps`` is refused).
+        batch_size: most rows per step (sampled with replacement, probability ~ weight);
+            see ``budget`` for small tables.
         lr: Adam learning rate.
         kmeans_iters: Lloyd iterations of the initialization.
         aq_icm_iters: AQ code refinement sweeps.
-        dead_code_steps: replace codewords unused for this many steps (0 = one epoch).
+        dead_code_steps: every this many steps (0 = once per pass over the table), move each
+            codeword that no row of the table is assigned to onto a random encoder output.
         select_every: every this many steps (and at the k-means start) score the decoded
             table with the caller's plug-in AUC and keep the best state; 0 = stop on the budget.
     """
@@ -74,7 +91,9 @@ class CodeLearningConfig:
     tau_assign: float = 1.0
     num_negatives: int = 16
     rho: float | None = None
-    steps: int = 2000
+    epochs: float = _EPOCHS
+    min_steps: int = _MIN_STEPS
+    steps: int | None = None
     batch_size: int = 4096
     lr: float = 1e-3
     kmeans_iters: int = 20
@@ -96,12 +115,38 @@ class CodeLearningConfig:
             raise ValueError("temperatures must be > 0")
         if self.rho is not None and not 0 < self.rho <= 1:
             raise ValueError("rho must be in (0, 1]")
-        if self.steps < 0 or self.batch_size < 1 or self.num_negatives < 1 or self.kmeans_iters < 0:
-            raise ValueError("steps >= 0, batch_size >= 1, num_negatives >= 1, kmeans_iters >= 0 required")
+        if self.batch_size < 1 or self.num_negatives < 1 or self.kmeans_iters < 0:
+            raise ValueError("batch_size >= 1, num_negatives >= 1, kmeans_iters >= 0 required")
+        if self.steps is not None and self.steps < 0:
+            raise ValueError(f"steps must be >= 0 or null, got {self.steps}")
+        if not math.isfinite(self.epochs) or self.epochs < 0 or self.min_steps < 0:
+            raise ValueError("epochs and min_steps must be >= 0")
+        if self.steps is not None and (self.epochs != _EPOCHS or self.min_steps != _MIN_STEPS):
+            raise ValueError(
+                f"set either steps (a fixed budget, now {self.steps}) or epochs/min_steps "
+                "(a budget that scales with the table), not both"
+            )
         if self.lr <= 0:
             raise ValueError("lr must be > 0")
         if self.dead_code_steps < 0 or self.select_every < 0:
             raise ValueError("dead_code_steps and select_every must be >= 0")
+
+    def budget(self, rows: int) -> tuple[int, int]:
+        """``(steps, batch)`` for a table of ``rows`` rows.
+
+        With ``steps`` set: that many steps of ``min(batch_size, rows)`` rows. Otherwise the
+        batch is ``min(batch_size, rows, max(256, ceil(epochs * rows / min_steps)))`` and the
+        steps ``max(min_steps, ceil(epochs * rows / batch))`` (0 when ``epochs`` is 0), so the
+        cost is about ``epochs`` passes over the table whatever its size (e.g. 4,000 rows:
+        50 steps x 400 rows; 10M rows: 12,208 steps x 4,096 rows).
+        """
+        full = max(1, min(self.batch_size, rows))
+        if self.steps is not None:
+            return self.steps, full
+        if self.epochs == 0:
+            return 0, full
+        batch = max(1, min(full, max(_MIN_BATCH, math.ceil(self.epochs * rows / max(1, self.min_steps)))))
+        return max(self.min_steps, math.ceil(self.epochs * rows / batch)), batch
 
     @property
     def layout(self) -> Layout:
@@ -123,6 +168,8 @@ class CodeLearningResult:
         scale: the r-weighted RMS the table was divided by.
         history: loss terms every ``log_every`` steps (``revived``: dead codewords replaced so far).
         seconds: wall time.
+        steps: optimizer steps run (``CodeLearningConfig.budget``).
+        batch_size: rows per step.
         encoder_change: ``||W_enc - I||_F`` after training (0 for the identity encoder; the
             reference code's encoder never moved because it had no gradient path).
     """
@@ -136,6 +183,8 @@ class CodeLearningResult:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     encoder_change: float = 0.0
+    steps: int = 0
+    batch_size: int = 0
 
     def summary(self) -> dict[str, Any]:
         losses = [h for h in self.history if "recon" in h]
@@ -146,7 +195,8 @@ class CodeLearningResult:
             "seconds": round(self.seconds, 3),
             "first": first,
             "last": last,
-            "steps": int(last.get("step", 0)),
+            "steps": self.steps,
+            "batch_size": self.batch_size,
             "selected": selected[-1] if selected else None,
             "encoder_change": self.encoder_change,
         }
@@ -216,6 +266,8 @@ def fit_codes(
     log_every: int = 100,
     on_log: Callable[[dict[str, float]], None] | None = None,
     score: Callable[[Tensor], float] | None = None,
+    bars: ProgressBars | None = None,
+    label: str = "stage 1",
 ) -> CodeLearningResult:
     """Learn codes for the rows of ``table`` (only real ids: the caller drops padding/OOV).
 
@@ -228,8 +280,13 @@ def fit_codes(
         seed: seeds k-means, sampling and negatives.
         log_every: history interval (steps).
         on_log: optional callback for each history entry.
-        score: plug-in AUC of decoded rows ``[N, D]`` (table scale); used with
-            ``config.select_every`` to keep the best state.
+        score: plug-in AUC of decoded rows ``[N, D]`` (table scale); required by
+            ``config.select_every`` (keep the best state).
+        bars: progress bars to add this field's bar to (steps, rows/s, ETA); None = none.
+        label: the bar's description.
+
+    Raises:
+        ValueError: M does not divide the width, or ``select_every`` without ``score``.
     """
     t0 = time.perf_counter()
     cfg, m, k = config, num_subspaces, codebook_size
@@ -238,6 +295,9 @@ def fit_codes(
     dev = x.device
     if cfg.quantizer == "pq" and d % m:
         raise ValueError(f"M={m} must divide the encoder output width {d}")
+    steps, batch = cfg.budget(n)
+    if cfg.select_every > 0 and steps > 0 and score is None:
+        raise ValueError("code_learning.select_every needs a score function (the plug-in AUC)")
     torch.manual_seed(seed)
     gen = torch.Generator(device=dev).manual_seed(seed)
     w = popularity_weights(counts.cpu(), cfg.weighting).to(dev)
@@ -247,14 +307,20 @@ def fit_codes(
     books = _initial_books(x, w, m, k, cfg.quantizer, cfg.kmeans_iters, seed)
     coder = _Coder(d, books, cfg.encoder == "linear").to(dev)
     history: list[dict[str, float]] = []
-    if cfg.steps > 0:
+    if steps > 0:
         scorer = None
         if score is not None and cfg.select_every > 0:
 
             def scorer(c: _Coder) -> float:
                 return score(_assign_all(c, x, cfg.quantizer, cfg.aq_icm_iters)[1] * scale)
 
-        history = _train(coder, x, w, m, k, cfg, gen, log_every, on_log, scorer)
+        with_bar = bars if bars is not None else ProgressBars(False)
+        task = with_bar.add(label, steps, unit="rows", per_step=batch)
+
+        def tick(entry: dict[str, float] | None) -> None:
+            with_bar.advance(task, status="" if entry is None else f"loss {entry['loss']:.4f}")
+
+        history = _train(coder, x, w, m, k, cfg, gen, log_every, on_log, scorer, steps, batch, tick)
     codes, dec = _assign_all(coder, x, cfg.quantizer, cfg.aq_icm_iters)
     if not history:
         history = [{"step": 0, "recon": float(F.mse_loss(dec, x))}]
@@ -272,6 +338,8 @@ def fit_codes(
         history=history,
         seconds=time.perf_counter() - t0,
         encoder_change=enc_change,
+        steps=steps,
+        batch_size=batch,
     )
 
 
@@ -285,24 +353,26 @@ def _train(
     gen: torch.Generator,
     log_every: int,
     on_log: Callable[[dict[str, float]], None] | None,
-    scorer: Callable[[_Coder], float] | None = None,
+    scorer: Callable[[_Coder], float] | None,
+    steps: int,
+    batch: int,
+    tick: Callable[[dict[str, float] | None], None] | None = None,
 ) -> list[dict[str, float]]:
-    """The Adam loop over a step budget; returns the loss history.
+    """The Adam loop over ``steps`` steps of ``batch`` rows; returns the loss history.
 
     With ``scorer``, the state with the best plug-in score (the k-means start included) is
-    restored at the end, and each selection point is logged as ``plugin_auc``.
+    restored at the end, and each selection point is logged as ``plugin_auc``. ``tick`` is
+    called after every step (with the history entry when one was logged).
     """
     n = len(x)
     rho = cfg.rho if cfg.rho is not None else 1.0 / m
     opt = torch.optim.Adam(coder.parameters(), lr=cfg.lr)
-    dead_window = cfg.dead_code_steps or max(1, math.ceil(n / cfg.batch_size))
-    usage = torch.zeros(m, k, device=x.device)
+    dead_window = cfg.dead_code_steps or max(1, math.ceil(n / batch))
     history: list[dict[str, float]] = []
-    probs = w / w.sum()
     revived = 0
     best = (scorer(coder), copy.deepcopy(coder.state_dict()), 0) if scorer is not None else None
-    for step in range(1, cfg.steps + 1):
-        rows = torch.multinomial(probs, cfg.batch_size, replacement=True, generator=gen)
+    for step in range(1, steps + 1):
+        rows = sample_by_weight(w, batch, gen)
         xb = x[rows]
         s = coder.enc(xb)  # [B, D]
         qz = quantize(s, coder.books, cfg.quantizer, cfg.aq_icm_iters)
@@ -324,11 +394,10 @@ def _train(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        usage += F.one_hot(qz.codes, k).sum(0)
         if step % dead_window == 0:
-            revived += _replace_dead(coder, usage, qz.targets.detach(), gen)
-            usage.zero_()
-        if step == 1 or step % log_every == 0 or step == cfg.steps:
+            revived += _replace_dead(coder, table_usage(coder, x, k, cfg), qz.targets.detach(), gen)
+        entry = None
+        if step == 1 or step % log_every == 0 or step == steps:
             entry = {
                 "revived": float(revived),
                 "step": float(step),
@@ -338,6 +407,8 @@ def _train(
             history.append(entry)
             if on_log is not None:
                 on_log(entry)
+        if tick is not None:
+            tick(entry)
         if best is not None and scorer is not None and step % cfg.select_every == 0:
             auc = scorer(coder)
             history.append({"step": float(step), "plugin_auc": auc})
@@ -345,13 +416,23 @@ def _train(
                 best = (auc, copy.deepcopy(coder.state_dict()), step)
     if best is not None:
         coder.load_state_dict(best[1])
-        history.append({"step": float(cfg.steps), "selected_step": float(best[2]), "plugin_auc": best[0]})
+        history.append({"step": float(steps), "selected_step": float(best[2]), "plugin_auc": best[0]})
     return history
 
 
+def table_usage(coder: _Coder, x: Tensor, k: int, cfg: CodeLearningConfig) -> Tensor:
+    """``[M, K]`` number of the table's rows ``x [N, D]`` assigned to each codeword now."""
+    codes, _ = _assign_all(coder, x, cfg.quantizer, cfg.aq_icm_iters)  # [N, M]
+    m = codes.shape[1]
+    offsets = torch.arange(m, device=codes.device) * k
+    flat = torch.bincount((codes + offsets).flatten(), minlength=m * k)
+    return flat.reshape(m, k).float()
+
+
 def _replace_dead(coder: _Coder, usage: Tensor, targets: Tensor, gen: torch.Generator) -> int:
-    """Move codewords unused over the window onto random current targets of their sub-space;
-    returns how many were moved."""
+    """Move codewords with zero ``usage [M, K]`` (no row of the whole table assigned to them,
+    spec/MEC.md stage 1.3) onto random encoder outputs ``targets [B, M, W]`` of their
+    sub-space; returns how many were moved."""
     dead = usage == 0  # [M, K]
     if not bool(dead.any()):
         return 0

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ctrzip.compression.finetune import FinetuneResult, guarded_finetune
+from ctrzip.config import track_set_fields
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.models.base import CTRModel, build_model
 from ctrzip.nn.embedding.base import EmbeddingTable
@@ -23,9 +25,13 @@ from ctrzip.nn.embedding.field import FieldEmbedding
 from ctrzip.nn.embedding.pq import PQTable, SharedCodesPQTable
 
 
+@track_set_fields
 @dataclass
 class StageTwoConfig:
-    """Training after the swap (passed to ``Trainer``).
+    """Training after the swap (``compression.finetune.guarded_finetune`` over ``Trainer.fit``).
+
+    Inside ``MECConfig`` the ``finetune`` and ``retrain`` stages start from their presets
+    (``FINETUNE_PRESET``, ``RETRAIN_PRESET``); the fields a user sets change only those fields.
 
     Args:
         epochs: passes over the training split.
@@ -33,16 +39,18 @@ class StageTwoConfig:
         batch_size: rows per step.
         early_stop_patience: evaluations without validation-AUC gain before stopping.
         max_steps: optional cap on optimizer steps (small benchmarks, tests).
-        freeze_codebooks: ``finetune`` only: keep the PQ tables' float parts (codebooks, bias,
-            dense rows) fixed and train the rest (codes are always frozen). Measured on a small
+        freeze_codebooks: keep the PQ tables' float parts (codebooks, bias, dense rows) fixed
+            and train the rest (codes are always frozen). Measured on a small
             synthetic run, training the additive tables of MEC's codes at lr 1e-4 cost more
             AUC than the plug-in loss, while freezing them kept it.
         eval_every_steps: validate (and keep the best state) every this many steps as well as
             at the end of each epoch; None = once per epoch.
-        keep_start: ``finetune`` only: validate the plugged-in model first and keep it if no
-            fine-tuned state beats it. Measured at 4M synthetic rows (PNN, d=40), one more
-            epoch at lr 1e-4 cost the dense model 0.0065 valid AUC: CTR models overfit on a
-            second pass, so an unguarded fine-tune can undo a good plug-in.
+        keep_start: validate the plugged-in model first and keep it (bit-identical) unless
+            a trained state beats it on validation; for ``retrain``, the retrained model
+            replaces the plugged-in one only when it validates better. Measured at 4M
+            synthetic rows (PNN, d=40), one more epoch at lr 1e-4 cost the dense model 0.0065
+            valid AUC: CTR models overfit on a second pass, so an unguarded fine-tune can undo
+            a good plug-in.
     """
 
     epochs: int = 1
@@ -61,6 +69,11 @@ class StageTwoConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 or null")
+
+
+# MECConfig's two stages: the ``finetune`` (low lr, ~1 epoch) and ``retrain`` (from scratch) presets.
+FINETUNE_PRESET: dict[str, Any] = {"epochs": 1, "lr": 1e-4}
+RETRAIN_PRESET: dict[str, Any] = {"epochs": 2, "lr": 1e-3, "early_stop_patience": 2}
 
 
 def first_order_embeddings(model: nn.Module) -> dict[str, FieldEmbedding]:
@@ -138,8 +151,8 @@ def _coded_rows(table: PQTable) -> Tensor:
     return keep.nonzero().flatten()
 
 
-def trainer_config(cfg: StageTwoConfig, seed: int, device: str, keep_start: bool = False) -> Any:
-    """The ``TrainConfig`` of a stage-2 run (no checkpoint folder, no progress bar)."""
+def trainer_config(cfg: StageTwoConfig, seed: int, device: str, progress: bool = False) -> Any:
+    """The ``TrainConfig`` of a stage-2 run (no checkpoint folder)."""
     from ctrzip.train import TrainConfig
 
     return TrainConfig(
@@ -148,44 +161,63 @@ def trainer_config(cfg: StageTwoConfig, seed: int, device: str, keep_start: bool
         lr=cfg.lr,
         early_stop_patience=cfg.early_stop_patience,
         eval_every_steps=cfg.eval_every_steps,
-        eval_at_start=keep_start,
         max_steps=cfg.max_steps,
         seed=seed,
         device=device,
         out_dir=None,
-        progress=False,
+        resume=False,
+        progress=progress,
     )
 
 
-def finetune(model: CTRModel, data: EncodedDataset, cfg: StageTwoConfig, seed: int, device: str) -> Any:
-    """Fine-tune the plugged-in model; codes are buffers, so they stay frozen by construction
-    (and with ``freeze_codebooks`` the PQ tables' float parts too)."""
-    from ctrzip.train import Trainer
-
+def _codebook_filter(model: nn.Module, cfg: StageTwoConfig) -> Any:
+    """``trainable(fqn, p)``: False for PQ tables' float parts when ``freeze_codebooks``."""
+    if not cfg.freeze_codebooks:
+        return None
     pq_params = {
         f"{fqn}.{name}" if fqn else name
         for fqn, mod in model.named_modules()
         if isinstance(mod, PQTable)
         for name, _ in mod.named_parameters()
     }
+    return lambda fqn, p: fqn not in pq_params
 
-    def trainable(fqn: str, p: nn.Parameter) -> bool:
-        return not (cfg.freeze_codebooks and fqn in pq_params)
 
-    return Trainer(trainer_config(cfg, seed, device, keep_start=cfg.keep_start)).fit(
-        model, data["train"], data["valid"], trainable=trainable
+def finetune(
+    model: CTRModel,
+    data: EncodedDataset,
+    cfg: StageTwoConfig,
+    seed: int,
+    device: str,
+    progress: bool = False,
+) -> FinetuneResult:
+    """Fine-tune the plugged-in model with the shared guarded routine; codes are buffers, so
+    they stay frozen by construction (and with ``freeze_codebooks`` the PQ tables' float parts
+    too). With ``keep_start`` the plugged-in model is kept unless training beats it."""
+    return guarded_finetune(
+        model,
+        data,
+        trainer_config(cfg, seed, device, progress),
+        keep_start=cfg.keep_start,
+        trainable=_codebook_filter(model, cfg),
     )
 
 
-def retrain(model: CTRModel, data: EncodedDataset, cfg: StageTwoConfig, seed: int, device: str) -> Any:
+def retrain(
+    model: CTRModel,
+    data: EncodedDataset,
+    cfg: StageTwoConfig,
+    seed: int,
+    device: str,
+    progress: bool = False,
+) -> FinetuneResult:
     """Train a fresh model of the same spec from scratch on the coded tables (paper eq. 10).
 
     Every embedding table (PQ tables from their codebooks, dense tables of unquantized fields
     from the trained model) is carried over; the rest of the network starts fresh. The
-    result is loaded back into ``model`` (which already has the same module structure).
+    result is loaded back into ``model`` (which already has the same module structure) when
+    it validates better than the plugged-in model, or always with ``keep_start=False``.
     """
-    from ctrzip.train import Trainer
-
     torch.manual_seed(seed)
     fresh = build_model(model.registry_key, model.schema, model.config)
     memo: dict[int, Any] = {}  # one memo: a first-order table's copy reads the copied code table
@@ -194,6 +226,11 @@ def retrain(model: CTRModel, data: EncodedDataset, cfg: StageTwoConfig, seed: in
             trained = model.get_submodule(fqn)
             for name in list(fe.tables):
                 fe.tables[name] = copy.deepcopy(trained.tables[name], memo)  # type: ignore[index]
-    history = Trainer(trainer_config(cfg, seed, device)).fit(fresh, data["train"], data["valid"])
-    model.load_state_dict(fresh.state_dict())
-    return history
+    return guarded_finetune(
+        model,
+        data,
+        trainer_config(cfg, seed, device, progress),
+        keep_start=cfg.keep_start,
+        trainable=_codebook_filter(fresh, cfg),
+        fresh=fresh,
+    )
