@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ctrzip.config import from_dict
+from ctrzip.config import ConfigError, from_dict
 
 
 @dataclass
@@ -32,7 +32,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if not self.dataset:
-            raise ValueError("dataset: the encoded dataset folder is required")
+            raise ConfigError("dataset: the encoded dataset folder is required")
 
 
 def parse_run_config(data: dict[str, Any], source: str | None = None) -> RunConfig:

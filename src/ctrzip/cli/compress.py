@@ -1,13 +1,44 @@
-"""``ctrzip compress --method mec|lowrank|... --model DIR --data DIR``."""
+"""``ctrzip compress --method NAME --model DIR --data DIR --out DIR``.
+
+``NAME`` is any registered method (``mec``, ``pq``, ``lowrank``, ``svd``, ``tt``, ...) or a MEC
+variant of ``ctrzip.compression.mec.method.VARIANTS`` (``weighted_kmeans``, ``rq``, ``aq``, ...).
+After compressing, the console shows what was done to each target, the validation AUC before,
+right after the swap (plug-in/direct) and after the fine-tune, bytes by component and the ratio.
+"""
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
-from ctrzip.cli._common import ConfigError, console, fail, print_table, read_config
+from ctrzip.cli._common import checked_split, console, print_table, read_config
+from ctrzip.compression import METHODS
+from ctrzip.compression.mec.method import VARIANTS, MECConfig
+from ctrzip.config import ConfigError, from_dict
+from ctrzip.errors import CompressionError
+
+
+def method_names() -> list[str]:
+    """Every name ``--method`` accepts: registered methods, then MEC variants not registered."""
+    return [*METHODS.keys(), *(v for v in VARIANTS if v not in METHODS)]
+
+
+def method_config(name: str, data: dict[str, Any], source: str | None = None) -> Any:
+    """The config of method or MEC variant ``name`` with the keys of ``data`` set on its preset.
+
+    Raises:
+        ConfigError: unknown name (the message lists the valid ones) or a bad key/value.
+    """
+    if name in METHODS:
+        return from_dict(METHODS.get(name).config_class, data, source=source or name)
+    if name in VARIANTS:
+        return from_dict(MECConfig, data, source=source or name, base=MECConfig.variant(name))
+    close = difflib.get_close_matches(name, method_names(), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"--method {name}: unknown method{hint} (valid: {', '.join(method_names())})")
 
 
 def register(app: typer.Typer) -> None:
@@ -15,7 +46,7 @@ def register(app: typer.Typer) -> None:
 
 
 def compress_cmd(
-    method: str = typer.Option(..., "--method", help="registered method key: mec, pq, lowrank, svd, tt, ..."),
+    method: str = typer.Option(..., "--method", help=f"method or MEC variant: {', '.join(method_names())}"),
     model: Path = typer.Option(..., "--model", "-m", help="trained model artifact folder"),
     data: Path = typer.Option(..., "--data", "-d", help="encoded dataset folder"),
     out: Path = typer.Option(..., "--out", "-o", help="folder for the compressed artifact"),
@@ -23,29 +54,148 @@ def compress_cmd(
     set_: Optional[list[str]] = typer.Option(None, "--set", help="override, e.g. num_subspaces=4"),  # noqa: UP045
 ) -> None:
     """Compress a trained model with a method, evaluate it and save the compressed artifact."""
-    from ctrzip.compression import METHODS, compress
-    from ctrzip.compression.sizes import format_size_report, size_report
-    from ctrzip.config import from_dict
+    from ctrzip.compression import compress
+    from ctrzip.compression.sizes import size_report
     from ctrzip.data.dataset import EncodedDataset
-    from ctrzip.export import ArtifactError, load, save
+    from ctrzip.export import load, save
     from ctrzip.train.trainer import evaluate
 
-    try:
-        cls = METHODS.get(method)
-        cfg = from_dict(cls.config_class, read_config(config, set_), source=str(config) if config else method)
-        net = load(model)
-        ds = EncodedDataset.open(data)
-    except (ConfigError, KeyError, ArtifactError, FileNotFoundError) as err:
-        raise fail(str(err)) from None
+    raw = read_config(config, set_)
+    cfg = method_config(method, raw, source=str(config) if config else method)
+    check_ignored_settings(cfg, raw, str(config) if config else method)
+    net = load(model)
+    ds = EncodedDataset.open(data)
+    for name in ("train", "valid", "test"):
+        if name in ds.splits:
+            checked_split(ds, name, data)
     before = size_report(net)
     metrics_before = evaluate(net, ds["test"]) if "test" in ds.splits else {}
     compress(net, cfg, ds)
+    report = net.compression_log[-1]["report"]
     after = size_report(net)
+    decisions = target_decisions(report)
+    print_decisions(decisions)
+    print_validation(report)
     metrics_after = evaluate(net, ds["test"]) if "test" in ds.splits else {}
     rows = [{"model": "original", **metrics_before}, {"model": f"+ {method}", **metrics_after}]
     print_table("test metrics", rows)
-    console.print(format_size_report(after))
-    ratio = before["total"]["bytes"] / max(1, after["total"]["bytes"])
-    console.print(f"total size ratio vs original: {ratio:.1f}x")
+    print_bytes(before, after)
+    if decisions is not None and not any(d["action"] == "compressed" for d in decisions):
+        raise CompressionError(
+            f"--method {method}: nothing was compressed (every target kept, reasons above); "
+            f"no artifact written to {out}"
+        )
     save(out, net)
     console.print(f"saved compressed artifact to {out}")
+
+
+def check_ignored_settings(cfg: Any, raw: dict[str, Any], source: str) -> None:
+    """Refuse settings the chosen config would ignore (a user's setting is honoured or refused).
+
+    MEC: ``finetune``/``retrain`` are used only by that ``protocol``; ``min_vocab`` only when
+    ``fields`` is not given.
+    """
+    if not isinstance(cfg, MECConfig):
+        return
+    for section in ("finetune", "retrain"):
+        if section in raw and cfg.protocol != section:
+            raise ConfigError(
+                f"{source}: {section} is set but protocol is {cfg.protocol!r}, so it would be ignored; "
+                f"set protocol={section} or drop {section}"
+            )
+    if "min_vocab" in raw and cfg.fields is not None:
+        raise ConfigError(
+            f"{source}: min_vocab is ignored when fields is given (fields are quantized as listed); "
+            "drop one of them"
+        )
+
+
+def target_decisions(report: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """Per-target decisions of a method's report: ``report["targets"]`` (the report contract,
+    ``TargetDecision``), else MEC's ``fields``/``skipped``; None when the report has neither."""
+    if "targets" in report:
+        return list(report["targets"])
+    if "fields" in report and "skipped" in report:
+        rows = [
+            {
+                "target": f"embedding.tables.{name}",
+                "kind": "table",
+                "action": "compressed",
+                "reason": f"V={f.get('vocab')}, M={f.get('M')}, K={f.get('K')}",
+            }
+            for name, f in report["fields"].items()
+        ]
+        rows += [
+            {"target": f"embedding.tables.{name}", "kind": "table", "action": "kept", "reason": reason}
+            for name, reason in report["skipped"].items()
+        ]
+        return rows
+    return None
+
+
+def print_decisions(decisions: list[dict[str, Any]] | None) -> None:
+    """One row per target: compressed or kept, why, and its bytes when the report gives them."""
+    if decisions is None:
+        console.print("targets: this method's report does not list per-target decisions")
+        return
+    n = sum(d["action"] == "compressed" for d in decisions)
+    console.print(f"targets: {n} compressed, {len(decisions) - n} kept")
+    rows = []
+    for d in decisions:
+        row = {
+            "target": d["target"],
+            "kind": d.get("kind", ""),
+            "action": d["action"],
+            "reason": d.get("reason", ""),
+        }
+        if "bytes_before" in d:
+            row |= {"bytes before": f"{d['bytes_before']:,}", "bytes after": f"{d['bytes_after']:,}"}
+        rows.append(row)
+    print_table("per-target decisions", rows)
+
+
+def validation_metrics(report: dict[str, Any]) -> dict[str, dict[str, float] | None]:
+    """``{"before", "direct", "final"}`` validation metrics: ``report["metrics"]`` (the report
+    contract, ``MetricsReport``), else MEC's ``base``/``plugin``/``final``; missing ones omitted."""
+    if "metrics" in report:
+        return {k: v for k, v in report["metrics"].items() if k in ("before", "direct", "final")}
+    legacy = {"before": "base", "direct": "plugin", "final": "final"}
+    return {k: report[old] for k, old in legacy.items() if old in report}
+
+
+def print_validation(report: dict[str, Any]) -> None:
+    metrics = validation_metrics(report)
+    labels = {"before": "before", "direct": "plug-in (direct)", "final": "final (after fine-tune)"}
+    rows = [
+        {"stage": labels[k], "valid AUC": m.get("auc"), "valid logloss": m.get("logloss")}
+        for k, m in metrics.items()
+        if m
+    ]
+    if rows:
+        print_table("validation", rows)
+    else:
+        console.print("validation: this method reported no validation metrics")
+
+
+def format_ratio(before: int, after: int) -> str:
+    """``before / after`` with two decimals, e.g. ``1.04x``."""
+    return f"{before / after:.2f}x" if after else "inf"
+
+
+def print_bytes(before: dict[str, Any], after: dict[str, Any]) -> None:
+    """Bytes by component before and after, and each ratio (``size_report`` outputs)."""
+    rows = [
+        {
+            "component": name,
+            "bytes before": f"{c['bytes']:,}",
+            "bytes after": f"{after['components'][name]['bytes']:,}",
+            "ratio": format_ratio(c["bytes"], after["components"][name]["bytes"]),
+        }
+        for name, c in before["components"].items()
+    ]
+    b, a = before["total"]["bytes"], after["total"]["bytes"]
+    rows.append(
+        {"component": "total", "bytes before": f"{b:,}", "bytes after": f"{a:,}", "ratio": format_ratio(b, a)}
+    )
+    print_table("bytes", rows)
+    console.print(f"total size ratio vs original: {format_ratio(b, a)}")

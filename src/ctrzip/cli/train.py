@@ -7,7 +7,15 @@ from typing import Optional
 
 import typer
 
-from ctrzip.cli._common import ConfigError, console, fail, print_table, read_config
+from ctrzip.cli._common import (
+    checked_device,
+    checked_min,
+    checked_split,
+    console,
+    fail,
+    print_table,
+    read_config,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -25,10 +33,7 @@ def train_cmd(
     from ctrzip.run_config import parse_run_config
     from ctrzip.workflow import train_run
 
-    try:
-        run = parse_run_config(read_config(config, set_), source=str(config))
-    except (ConfigError, KeyError) as err:
-        raise fail(str(err)) from None
+    run = parse_run_config(read_config(config, set_), source=str(config))
     out_dir = run.train.get("out_dir")
     save_to = out or (Path(out_dir) / "model" if out_dir else None)
     result = train_run(run, save_to=save_to)
@@ -42,22 +47,22 @@ def evaluate_cmd(
     model: Path = typer.Option(..., "--model", "-m", help="artifact folder written by train/compress"),
     data: Path = typer.Option(..., "--data", "-d", help="encoded dataset folder"),
     split: str = typer.Option("test", help="split to evaluate"),
-    batch_size: int = typer.Option(8192),
-    device: str = typer.Option("auto"),
+    batch_size: int = typer.Option(8192, help="rows per evaluation batch (>= 1)"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
 ) -> None:
     """Evaluate a saved model (AUC, logloss) and print its size."""
     from ctrzip.compression.sizes import format_size_report, size_report
     from ctrzip.data.dataset import EncodedDataset
-    from ctrzip.export import ArtifactError, load
+    from ctrzip.export import load
     from ctrzip.train.trainer import evaluate
 
-    try:
-        net = load(model)
-        ds = EncodedDataset.open(data)
-        if ds.schema.to_dict()["fields"] != net.schema.to_dict()["fields"]:
-            raise fail(f"{data}: its feature map differs from the model's schema")
-        metrics = evaluate(net, ds[split], batch_size=batch_size, device=device)
-    except (ArtifactError, FileNotFoundError, KeyError) as err:
-        raise fail(str(err)) from None
+    checked_min(batch_size, 1, "--batch-size")
+    checked_device(device)
+    net = load(model)
+    ds = EncodedDataset.open(data)
+    if ds.schema.to_dict()["fields"] != net.schema.to_dict()["fields"]:
+        raise fail(f"{data}: its feature map differs from the model's schema ({model}/schema.json)")
+    arrays = checked_split(ds, split, data)
+    metrics = evaluate(net, arrays, batch_size=batch_size, device=device)
     print_table(f"{model} on {data}:{split}", [metrics])
     console.print(format_size_report(size_report(net)))

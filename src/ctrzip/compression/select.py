@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 
 from torch import nn
 
+from ctrzip.config import ConfigError
 from ctrzip.nn.embedding.base import EmbeddingTable
 from ctrzip.nn.mlp import MLP
 
@@ -50,7 +51,7 @@ def linears_by_glob(model: nn.Module, patterns: Sequence[str]) -> dict[str, nn.L
     named = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
     hits = match(named, patterns)
     if not hits:
-        raise ValueError(f"no nn.Linear matches {list(patterns)} (have: {', '.join(named) or 'none'})")
+        raise ConfigError(f"no nn.Linear matches {list(patterns)} (have: {', '.join(named) or 'none'})")
     return {n: named[n] for n in hits}
 
 
@@ -68,5 +69,5 @@ def tables(model: nn.Module, fields: Sequence[str] | None = None) -> dict[str, E
         names = match(all_tables, fields)
         missing = [p for p in fields if not match(all_tables, [p])]
         if missing:
-            raise ValueError(f"field patterns {missing} match no table (have: {', '.join(all_tables)})")
+            raise ConfigError(f"field patterns {missing} match no table (have: {', '.join(all_tables)})")
     return {n: all_tables[n] for n in names}  # type: ignore[misc]

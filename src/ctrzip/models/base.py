@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from ctrzip.config import from_dict, to_dict
+from ctrzip.config import ConfigError, from_dict, to_dict
 from ctrzip.data.batch import Batch
 from ctrzip.data.schema import FeatureSchema
 from ctrzip.nn.embedding.field import FieldEmbedding
@@ -34,7 +34,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.embedding_dim < 1:
-            raise ValueError("embedding_dim must be >= 1")
+            raise ConfigError("embedding_dim must be >= 1")
 
 
 class CTRModel(nn.Module):

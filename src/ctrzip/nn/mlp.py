@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from ctrzip.config import ConfigError
+
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU, "prelu": nn.PReLU}
 
 
@@ -13,7 +15,7 @@ def make_activation(name: str) -> nn.Module:
     try:
         return _ACTIVATIONS[name.lower()]()
     except KeyError:
-        raise ValueError(f"unknown activation {name!r} (known: {', '.join(_ACTIVATIONS)})") from None
+        raise ConfigError(f"unknown activation {name!r} (known: {', '.join(_ACTIVATIONS)})") from None
 
 
 class MLP(nn.Module):

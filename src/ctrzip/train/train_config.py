@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ctrzip.config import ConfigError
+
 
 @dataclass
 class TrainConfig:
@@ -77,7 +79,7 @@ class TrainConfig:
         }
         bad = [msg for msg, ok in checks.items() if not ok]
         if bad:
-            raise ValueError("; ".join(bad))
+            raise ConfigError("; ".join(bad))
 
 
 @dataclass

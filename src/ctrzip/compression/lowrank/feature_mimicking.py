@@ -18,8 +18,10 @@ from ctrzip.compression.calibrate import IdMaskedMoments, calibrate
 from ctrzip.compression.lowrank.factorized import FactorizedMethod, StepOptions, check_rank, fold_checked
 from ctrzip.compression.select import linears_by_glob, mlp_linears, tables
 from ctrzip.compression.stats import PCAResult, RunningMoments, choose_rank, pca, table_moments
+from ctrzip.config import ConfigError
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.data.loader import resolve_device
+from ctrzip.errors import CompressionError
 from ctrzip.models.base import CTRModel
 from ctrzip.nn.embedding.lowrank import LowRankTable
 from ctrzip.nn.lowrank_linear import LowRankLinear
@@ -55,7 +57,7 @@ class FactorizedConfig(StepOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not (self.mlp or self.embedding):
-            raise ValueError("nothing to compress: set mlp and/or embedding")
+            raise ConfigError("nothing to compress: set mlp and/or embedding")
 
 
 @dataclass
@@ -88,11 +90,11 @@ class LowRankConfig(FactorizedConfig):
         if self.embedding:
             check_rank("embedding", self.embedding_rank, self.embedding_variance)
         if self.bias_form not in ("centered", "paper") or self.embedding_form not in ("centered", "paper"):
-            raise ValueError("bias_form / embedding_form must be 'centered' or 'paper'")
+            raise ConfigError("bias_form / embedding_form must be 'centered' or 'paper'")
         if self.embedding_stats not in ("counts", "data"):
-            raise ValueError("embedding_stats must be 'counts' or 'data'")
+            raise ConfigError("embedding_stats must be 'counts' or 'data'")
         if self.calib_max_batches is not None and self.calib_max_batches < 1:
-            raise ValueError("calib_max_batches must be >= 1 or null")
+            raise ConfigError("calib_max_batches must be >= 1 or null")
 
 
 def mlp_targets(model: CTRModel, patterns: tuple[str, ...] | None) -> dict[str, Any]:
@@ -102,7 +104,7 @@ def mlp_targets(model: CTRModel, patterns: tuple[str, ...] | None) -> dict[str, 
 
 def _require_train(data: EncodedDataset | None, what: str) -> EncodedDataset:
     if data is None or "train" not in data.splits:
-        raise ValueError(f"lowrank needs the training split for {what}; pass an EncodedDataset")
+        raise CompressionError(f"lowrank needs the training split for {what}; pass an EncodedDataset")
     return data
 
 
@@ -145,11 +147,13 @@ class LowRank(FactorizedMethod[LowRankConfig]):
         schema = model.schema
         if cfg.embedding_stats == "counts":
             if data is None:
-                raise ValueError("embedding_stats='counts' needs an EncodedDataset with counts")
+                raise CompressionError("embedding_stats='counts' needs an EncodedDataset with counts")
             out = {}
             for name, table in targets.items():
                 if name not in data.counts:
-                    raise ValueError(f"no training counts for field {name!r}; use embedding_stats='data'")
+                    raise CompressionError(
+                        f"no training counts for field {name!r}; set embedding_stats='data'"
+                    )
                 ignore = (0,) if schema[name].kind == "sequence" else ()
                 out[name] = pca(table_moments(table.materialize(), data.counts[name], ignore))
             return out
