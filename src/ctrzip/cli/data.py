@@ -31,6 +31,15 @@ def encode(
         cfg = load_dataset_config(schema, overrides)
         if valid is not None or test is not None:
             if cfg.split.method != "files":
+                if any(o.split("=", 1)[0].strip() in ("split", "split.method") for o in overrides):
+                    raise ConfigError(
+                        f"--set split.method={cfg.split.method} contradicts --valid/--test "
+                        "(given files are the splits); drop one of them"
+                    )
+                console.print(
+                    f"split: --valid/--test given, so the files are the splits "
+                    f"(the schema's split.method {cfg.split.method!r} is not used)"
+                )
                 cfg = load_dataset_config(cfg, ["split.method=files"])
             inputs: object = {"train": input, "valid": valid, "test": test}
         else:

@@ -48,7 +48,7 @@ def make_tower(
 
 
 def check_positive(**values: int) -> None:
-    """Raise ValueError naming the first of ``values`` that is below 1."""
+    """Raise ConfigError naming the first of ``values`` that is below 1."""
     for name, v in values.items():
         if v < 1:
             raise ConfigError(f"{name} must be >= 1, got {v}")

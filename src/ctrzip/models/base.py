@@ -105,7 +105,12 @@ def build_model(
     params: dict[str, Any] | ModelConfig | None = None,
     source: str | None = None,
 ) -> CTRModel:
-    """Build a registered model from a (strictly checked) params dict or config."""
+    """Build a registered model from a (strictly checked) params dict or config.
+
+    Raises:
+        ConfigError: unknown model name (``UnknownNameError``), unknown or invalid parameter,
+            or a setting this schema cannot take; the message names ``source`` and the key.
+    """
     import ctrzip.models  # noqa: F401  (registers the zoo)
 
     cls = MODELS.get(name)
@@ -113,4 +118,7 @@ def build_model(
         cfg = params
     else:
         cfg = from_dict(cls.config_class, dict(params or {}), source=source, path="model")
-    return cls(schema, cfg)
+    try:
+        return cls(schema, cfg)
+    except ConfigError as err:  # a setting this schema cannot take (e.g. pairs need 2 fields)
+        raise ConfigError(f"model {name!r}: {err}") from None

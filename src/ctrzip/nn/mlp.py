@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from ctrzip._utils import check_rate, check_widths
 from ctrzip.config import ConfigError
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU, "prelu": nn.PReLU}
@@ -43,6 +44,8 @@ class MLP(nn.Module):
         batch_norm: bool = False,
     ) -> None:
         super().__init__()
+        check_widths("mlp", hidden)  # a config's tower widths and dropout reach here unchecked
+        check_rate("dropout", dropout)
         layers: list[nn.Module] = []
         width = in_dim
         for h in hidden:
