@@ -127,9 +127,7 @@ def from_dict(
         kwargs[key] = _convert(value, hints[key], source, key_path, current)
     try:
         return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)  # type: ignore[type-var]
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError) as err:  # __post_init__ checks (ConfigError included): add where
         raise ConfigError(f"{_where(source, path or cls.__name__)}: {err}") from None
 
 

@@ -152,7 +152,10 @@ def test_unknown_model_name(tmp_path: Path, encoded: Path) -> None:
 def test_unknown_model_parameter(tmp_path: Path, encoded: Path) -> None:
     cfg = run_file(tmp_path, encoded, model={"name": "deepfm", "params": {"dropuot": 0.1}})
     one_error(
-        runner.invoke(app, ["train", "-c", str(cfg)]), str(cfg), "model.params.dropuot", "did you mean dropout"
+        runner.invoke(app, ["train", "-c", str(cfg)]),
+        str(cfg),
+        "model.params.dropuot",
+        "did you mean dropout",
     )
 
 
@@ -400,3 +403,13 @@ def test_help_example_lr_override_trains(tmp_path: Path, encoded: Path) -> None:
     assert "train.lr=1e-4" in help_text
     res = runner.invoke(app, ["train", "-c", str(run_file(tmp_path, encoded)), "--set", "train.lr=1e-4"])
     assert res.exit_code == 0, res.output
+
+
+def test_dataset_of_another_schema(artifact: Path, encoded: Path, tmp_path: Path) -> None:
+    other = tmp_path / "enc2"
+    raw = encoded.parent / "raw.txt"
+    args = ["data", "encode", "--schema", "criteo", "--input", str(raw), "--out", str(other), "--no-progress"]
+    assert runner.invoke(app, [*args, "--set", "min_count=3"]).exit_code == 0
+    one_error(runner.invoke(app, ["evaluate", "-m", str(artifact), "-d", str(other)]), str(other), "differs")
+    res = runner.invoke(app, ["compress", "--method", "pq", "-m", str(artifact), "-d", str(other), "-o", "x"])
+    one_error(res, str(other), "schema.json", "field '")

@@ -57,6 +57,24 @@ def checked_split(ds: Any, split: str, where: str | Path, *, both_classes: bool 
     return arrays
 
 
+def checked_schema(net: Any, ds: Any, model: str | Path, data: str | Path) -> None:
+    """Refuse a dataset whose fields (names, kinds, vocab sizes) differ from the model's schema.
+
+    Raises:
+        DataFormatError: naming both folders and the first differing field.
+    """
+    from ctrzip.data.readers import DataFormatError
+
+    mine, theirs = ds.schema.to_dict()["fields"], net.schema.to_dict()["fields"]
+    if mine != theirs:
+        diff = next((f"{a.get('name')}" for a, b in zip(mine, theirs, strict=False) if a != b), None)
+        where = f"field {diff!r} differs" if diff else f"{len(mine)} fields vs {len(theirs)}"
+        raise DataFormatError(
+            f"{data}: its feature map differs from the model's schema ({model}/schema.json): {where}; "
+            "use the dataset the model was trained on"
+        )
+
+
 def checked_device(device: str, option: str = "--device") -> str:
     """``device`` after checking that this machine/torch build can use it (``auto`` always can).
 
@@ -94,6 +112,7 @@ __all__ = [
     "ConfigError",
     "checked_device",
     "checked_min",
+    "checked_schema",
     "checked_split",
     "console",
     "error_line",

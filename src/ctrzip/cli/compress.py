@@ -8,13 +8,14 @@ right after the swap (plug-in/direct) and after the fine-tune, bytes by componen
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from ctrzip.cli._common import checked_split, console, print_table, read_config
+from ctrzip.cli._common import checked_schema, checked_split, console, print_table, read_config
 from ctrzip.compression import METHODS
 from ctrzip.compression.mec.method import VARIANTS, MECConfig
 from ctrzip.config import ConfigError, from_dict
@@ -62,9 +63,10 @@ def compress_cmd(
 
     raw = read_config(config, set_)
     cfg = method_config(method, raw, source=str(config) if config else method)
-    check_ignored_settings(cfg, raw, str(config) if config else method)
+    check_ignored_settings(cfg, raw, list(set_ or []), str(config) if config else method)
     net = load(model)
     ds = EncodedDataset.open(data)
+    checked_schema(net, ds, model, data)
     for name in ("train", "valid", "test"):
         if name in ds.splits:
             checked_split(ds, name, data)
@@ -89,25 +91,58 @@ def compress_cmd(
     console.print(f"saved compressed artifact to {out}")
 
 
-def check_ignored_settings(cfg: Any, raw: dict[str, Any], source: str) -> None:
-    """Refuse settings the chosen config would ignore (a user's setting is honoured or refused).
+def ignored_settings(cfg: Any) -> dict[str, str]:
+    """Keys of ``cfg`` that its other settings make unused, with why (``{key: reason}``).
 
-    MEC: ``finetune``/``retrain`` are used only by that ``protocol``; ``min_vocab`` only when
-    ``fields`` is not given.
+    MEC: ``finetune``/``retrain`` outside that ``protocol``; ``min_vocab`` beside ``fields``.
+    Low-rank/SVD: the MLP keys when ``mlp`` is false, the embedding keys when ``embedding`` is
+    false. Every fine-tuning method: the fine-tune keys when ``finetune_epochs`` is 0. TT:
+    ``min_vocab`` beside ``fields``.
     """
-    if not isinstance(cfg, MECConfig):
-        return
-    for section in ("finetune", "retrain"):
-        if section in raw and cfg.protocol != section:
-            raise ConfigError(
-                f"{source}: {section} is set but protocol is {cfg.protocol!r}, so it would be ignored; "
-                f"set protocol={section} or drop {section}"
+    from ctrzip.compression.lowrank.factorized import StepOptions
+    from ctrzip.compression.lowrank.feature_mimicking import FactorizedConfig
+    from ctrzip.compression.lowrank.tt import TTConfig
+
+    out: dict[str, str] = {}
+    if isinstance(cfg, MECConfig):
+        out |= {s: f"protocol is {cfg.protocol!r}" for s in ("finetune", "retrain") if cfg.protocol != s}
+    if isinstance(cfg, (MECConfig, TTConfig)) and cfg.fields is not None:
+        out["min_vocab"] = "fields is given (the listed fields are used)"
+    if isinstance(cfg, FactorizedConfig):
+        if not cfg.mlp:
+            out |= dict.fromkeys(
+                ("rank", "variance", "mlp_targets", "relu_between", "bias_form"), "mlp is false"
             )
-    if "min_vocab" in raw and cfg.fields is not None:
-        raise ConfigError(
-            f"{source}: min_vocab is ignored when fields is given (fields are quantized as listed); "
-            "drop one of them"
-        )
+        if not cfg.embedding:
+            keys = (
+                "embedding_rank",
+                "embedding_variance",
+                "embedding_fields",
+                "embedding_form",
+                "embedding_stats",
+            )
+            out |= dict.fromkeys(keys, "embedding is false")
+    if isinstance(cfg, StepOptions) and cfg.finetune_epochs == 0:
+        keys = ("lr", "finetune_batch_size", "embedding_l2", "weight_l2", "seed")
+        out |= dict.fromkeys(keys, "finetune_epochs is 0")
+    names = {f.name for f in dataclasses.fields(cfg)}
+    return {k: v for k, v in out.items() if k in names}
+
+
+def check_ignored_settings(cfg: Any, raw: dict[str, Any], sets: list[str], source: str) -> None:
+    """Refuse a ``--set`` that the chosen config would ignore (``ignored_settings``); print a
+    note for one that comes from the config file (a shipped YAML carries a ``finetune``
+    section: ``--set protocol=none`` on it notes rather than refuses).
+
+    Raises:
+        ConfigError: an ignored key given with ``--set``.
+    """
+    typed = {s.split("=", 1)[0].split(".")[0].strip() for s in sets}
+    for key, why in ignored_settings(cfg).items():
+        if key in typed:
+            raise ConfigError(f"--set {key}: ignored because {why}; drop it or change that setting")
+        if key in raw:
+            console.print(f"note: {source}: {key} is not used because {why}")
 
 
 def target_decisions(report: dict[str, Any]) -> list[dict[str, Any]] | None:

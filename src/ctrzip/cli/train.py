@@ -10,9 +10,9 @@ import typer
 from ctrzip.cli._common import (
     checked_device,
     checked_min,
+    checked_schema,
     checked_split,
     console,
-    fail,
     print_table,
     read_config,
 )
@@ -60,8 +60,7 @@ def evaluate_cmd(
     checked_device(device)
     net = load(model)
     ds = EncodedDataset.open(data)
-    if ds.schema.to_dict()["fields"] != net.schema.to_dict()["fields"]:
-        raise fail(f"{data}: its feature map differs from the model's schema ({model}/schema.json)")
+    checked_schema(net, ds, model, data)
     arrays = checked_split(ds, split, data)
     metrics = evaluate(net, arrays, batch_size=batch_size, device=device)
     print_table(f"{model} on {data}:{split}", [metrics])
