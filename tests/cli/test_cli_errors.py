@@ -329,7 +329,7 @@ def test_checksums_not_json(artifact: Path, encoded: Path, tmp_path: Path) -> No
 
 
 def test_not_an_artifact(tmp_path: Path, encoded: Path) -> None:
-    one_error(_evaluate(tmp_path / "nothing", encoded), "no such artifact folder")
+    one_error(_evaluate(tmp_path / "nothing", encoded), "not a ctrzip artifact (no such folder)")
     one_error(_evaluate(tmp_path, encoded), "no manifest.json")
 
 

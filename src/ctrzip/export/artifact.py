@@ -170,7 +170,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> CTRModel:
     """
     path = Path(path)
     if not path.is_dir():
-        raise ArtifactError(f"{path}: no such artifact folder")
+        raise ArtifactError(f"{path}: not a ctrzip artifact (no such folder)")
     if not (path / "manifest.json").is_file():
         raise ArtifactError(f"{path}: not a ctrzip artifact (no manifest.json)")
     verify(path)
