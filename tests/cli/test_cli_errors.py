@@ -413,3 +413,24 @@ def test_dataset_of_another_schema(artifact: Path, encoded: Path, tmp_path: Path
     one_error(runner.invoke(app, ["evaluate", "-m", str(artifact), "-d", str(other)]), str(other), "differs")
     res = runner.invoke(app, ["compress", "--method", "pq", "-m", str(artifact), "-d", str(other), "-o", "x"])
     one_error(res, str(other), "schema.json", "field '")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["evaluate", "-d", "x"], "Missing option '--model'"),
+        (["evaluate", "-m", "x", "-d", "y", "--batch-size", "abc"], "'--batch-size'"),
+        (["evaluat"], "Did you mean 'evaluate'"),
+        (["--bogus"], "--bogus"),
+        (["data", "synth", "criteo-like", "--out", "x", "--rows", "0"], "'--rows'"),
+    ],
+)
+def test_parser_errors_are_one_line(args: list[str], needle: str) -> None:
+    one_error(runner.invoke(app, args), needle, "--help'")
+
+
+def test_help_and_no_args() -> None:
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0 and "compress" in res.output and "--debug" in res.output
+    res = runner.invoke(app, [])
+    assert res.exit_code == 2 and "Usage" in res.output and "error:" not in res.output

@@ -9,6 +9,7 @@ shows the traceback for user errors too.
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
 
 import typer
@@ -25,8 +26,30 @@ def os_error_message(err: OSError) -> str:
     return f"{' -> '.join(names)}: {reason}" if names else reason
 
 
+def _is_click_error(err: BaseException) -> bool:
+    """A usage error of the command-line parser (missing option, bad value): typer vendors
+    click, so its exception classes are recognised by their interface, not imported."""
+    return hasattr(err, "format_message") and isinstance(getattr(err, "exit_code", None), int)
+
+
 class CtrzipGroup(TyperGroup):
     """The root command group: turns user errors into one ``error:`` line and exit code 2."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        """Parser errors (unknown option, missing or invalid value) as one ``error:`` line too."""
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except Exception as err:
+            if not _is_click_error(err) or isinstance(err, typer.Exit):
+                raise
+            if type(err).__name__ != "NoArgsIsHelpError":  # that one has printed the help
+                ctx = getattr(err, "ctx", None)
+                hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+                error_line(f"{err.format_message()}{hint}")  # type: ignore[attr-defined]
+            sys.exit(err.exit_code)  # type: ignore[attr-defined]
+        sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx: Any) -> Any:
         try:
