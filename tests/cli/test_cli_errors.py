@@ -434,3 +434,15 @@ def test_help_and_no_args() -> None:
     assert res.exit_code == 0 and "compress" in res.output and "--debug" in res.output
     res = runner.invoke(app, [])
     assert res.exit_code == 2 and "Usage" in res.output and "error:" not in res.output
+
+
+def test_encode_with_split_files_says_the_schema_split_is_not_used(encoded: Path, tmp_path: Path) -> None:
+    from ctrzip.data.config import load_dataset_config
+
+    raw = encoded.parent / "raw.txt"
+    method = load_dataset_config("criteo").split.method
+    assert method != "files"
+    args = ["data", "encode", "--schema", "criteo", "--input", str(raw), "--out", str(tmp_path / "o")]
+    res = runner.invoke(app, [*args, "--valid", str(raw), "--test", str(raw), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert f"the schema's split.method {method!r} is not used" in " ".join(res.output.split())
