@@ -211,7 +211,7 @@ def test_file_section_the_protocol_ignores_is_noted(trained: tuple[Path, Path], 
     )
     errors = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
     assert res.exit_code == 2 and errors == [
-        "error: --set finetune: ignored because protocol is 'none'; drop it or change that setting"
+        "error: --set finetune.lr: ignored because protocol is 'none'; drop it or change that setting"
     ]
 
 
@@ -227,6 +227,10 @@ def test_file_section_the_protocol_ignores_is_noted(trained: tuple[Path, Path], 
         ("lowrank", {"finetune_epochs": 0}, "lr", "finetune_epochs is 0"),
         ("tt", {"fields": ["C1"]}, "min_vocab", "fields is given"),
         ("tt", {"finetune_epochs": 0}, "seed", "finetune_epochs is 0"),
+        ("mec", {"protocol": "retrain"}, "retrain.keep_start", "they apply to finetune only"),
+        ("weighted_kmeans", {}, "code_learning.beta", "code_learning.steps is 0"),
+        ("mec", {"code_learning": {"steps": 0}}, "code_learning.lr", "code_learning.steps is 0"),
+        ("rq", {}, "code_learning.aq_icm_iters", "code_learning.quantizer is 'rq'"),
     ],
 )
 def test_ignored_settings(name: str, data: dict, key: str, why: str) -> None:
@@ -234,16 +238,17 @@ def test_ignored_settings(name: str, data: dict, key: str, why: str) -> None:
 
     cfg = method_config(name, data)
     assert why in ignored_settings(cfg)[key]
-    with pytest.raises(ConfigError, match=f"--set {key}: ignored because {why}"):
-        check_ignored_settings(cfg, {**data, key: 1}, [f"{key}=1"], name)
+    with pytest.raises(ConfigError, match=f"--set {re.escape(key)}: ignored because {re.escape(why)}"):
+        check_ignored_settings(cfg, data, [f"{key}=1"], name)
     check_ignored_settings(cfg, {**data, key: 1}, [], name)  # from a file: a note, not an error
 
 
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
-        ("mec", {"retrain"}),
-        ("pq", {"retrain"}),
+        ("mec", {"retrain", "code_learning.aq_icm_iters"}),
+        ("pq", {"retrain", "code_learning.aq_icm_iters"}),
+        ("aq", {"retrain"}),
         ("tt", set()),
         ("svd", {"embedding_rank", "embedding_fields"}),
         (

@@ -92,12 +92,14 @@ def compress_cmd(
 
 
 def ignored_settings(cfg: Any) -> dict[str, str]:
-    """Keys of ``cfg`` that its other settings make unused, with why (``{key: reason}``).
+    """Keys of ``cfg`` (dotted for nested ones) that its other settings make unused, with why.
 
-    MEC: ``finetune``/``retrain`` outside that ``protocol``; ``min_vocab`` beside ``fields``.
-    Low-rank/SVD: the MLP keys when ``mlp`` is false, the embedding keys when ``embedding`` is
-    false. Every fine-tuning method: the fine-tune keys when ``finetune_epochs`` is 0. TT:
-    ``min_vocab`` beside ``fields``.
+    MEC: ``finetune``/``retrain`` outside that ``protocol`` (and ``retrain``'s finetune-only
+    keys), ``min_vocab`` beside ``fields``, the training knobs of ``code_learning`` when
+    ``code_learning.steps`` is 0 (k-means only), ``aq_icm_iters`` without AQ. Low-rank/SVD: the
+    MLP keys when ``mlp`` is false, the embedding keys when ``embedding`` is false. Every
+    fine-tuning method: the fine-tune keys when ``finetune_epochs`` is 0. TT: ``min_vocab``
+    beside ``fields``.
     """
     from ctrzip.compression.lowrank.factorized import StepOptions
     from ctrzip.compression.lowrank.feature_mimicking import FactorizedConfig
@@ -106,27 +108,49 @@ def ignored_settings(cfg: Any) -> dict[str, str]:
     out: dict[str, str] = {}
     if isinstance(cfg, MECConfig):
         out |= {s: f"protocol is {cfg.protocol!r}" for s in ("finetune", "retrain") if cfg.protocol != s}
+        if cfg.protocol == "retrain":
+            out |= dict.fromkeys(
+                ("retrain.freeze_codebooks", "retrain.keep_start"), "they apply to finetune only"
+            )
+        cl = cfg.code_learning
+        if getattr(cl, "steps", None) == 0:
+            keys = ("alpha", "beta", "commitment", "tau", "tau_assign", "num_negatives", "rho")
+            keys += ("batch_size", "lr", "dead_code_steps", "select_every")
+            out |= {f"code_learning.{k}": "code_learning.steps is 0 (k-means only)" for k in keys}
+        if cl.quantizer != "aq":
+            out["code_learning.aq_icm_iters"] = f"code_learning.quantizer is {cl.quantizer!r}"
     if isinstance(cfg, (MECConfig, TTConfig)) and cfg.fields is not None:
         out["min_vocab"] = "fields is given (the listed fields are used)"
     if isinstance(cfg, FactorizedConfig):
         if not cfg.mlp:
-            out |= dict.fromkeys(
-                ("rank", "variance", "mlp_targets", "relu_between", "bias_form"), "mlp is false"
-            )
+            keys = ("rank", "variance", "mlp_targets", "relu_between", "bias_form")
+            out |= dict.fromkeys(keys, "mlp is false")
         if not cfg.embedding:
-            keys = (
-                "embedding_rank",
-                "embedding_variance",
-                "embedding_fields",
-                "embedding_form",
-                "embedding_stats",
-            )
-            out |= dict.fromkeys(keys, "embedding is false")
+            keys = ("embedding_rank", "embedding_variance", "embedding_fields", "embedding_form")
+            out |= dict.fromkeys((*keys, "embedding_stats"), "embedding is false")
     if isinstance(cfg, StepOptions) and cfg.finetune_epochs == 0:
         keys = ("lr", "finetune_batch_size", "embedding_l2", "weight_l2", "seed")
         out |= dict.fromkeys(keys, "finetune_epochs is 0")
-    names = {f.name for f in dataclasses.fields(cfg)}
-    return {k: v for k, v in out.items() if k in names}
+    return {k: v for k, v in out.items() if _has_field(cfg, k)}
+
+
+def _has_field(cfg: Any, dotted: str) -> bool:
+    """Whether ``cfg`` has the (nested) dataclass field ``a.b``."""
+    for part in dotted.split("."):
+        if not dataclasses.is_dataclass(cfg) or part not in {f.name for f in dataclasses.fields(cfg)}:
+            return False
+        cfg = getattr(cfg, part)
+    return True
+
+
+def _given(raw: dict[str, Any], dotted: str) -> bool:
+    """Whether the (nested) key ``a.b`` is present in the config mapping ``raw``."""
+    node: Any = raw
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def check_ignored_settings(cfg: Any, raw: dict[str, Any], sets: list[str], source: str) -> None:
@@ -137,11 +161,12 @@ def check_ignored_settings(cfg: Any, raw: dict[str, Any], sets: list[str], sourc
     Raises:
         ConfigError: an ignored key given with ``--set``.
     """
-    typed = {s.split("=", 1)[0].split(".")[0].strip() for s in sets}
+    typed = [s.split("=", 1)[0].strip() for s in sets]
     for key, why in ignored_settings(cfg).items():
-        if key in typed:
-            raise ConfigError(f"--set {key}: ignored because {why}; drop it or change that setting")
-        if key in raw:
+        hit = next((t for t in typed if t == key or t.startswith(key + ".")), None)
+        if hit is not None:
+            raise ConfigError(f"--set {hit}: ignored because {why}; drop it or change that setting")
+        if _given(raw, key):
             console.print(f"note: {source}: {key} is not used because {why}")
 
 
