@@ -446,3 +446,9 @@ def test_encode_with_split_files_says_the_schema_split_is_not_used(encoded: Path
     res = runner.invoke(app, [*args, "--valid", str(raw), "--test", str(raw), "--no-progress"])
     assert res.exit_code == 0, res.output
     assert f"the schema's split.method {method!r} is not used" in " ".join(res.output.split())
+
+
+def test_debug_from_the_environment(artifact: Path, encoded: Path) -> None:
+    args = ["evaluate", "-m", str(artifact), "-d", str(encoded), "--batch-size", "0"]
+    res = runner.invoke(app, args, env={"CTRZIP_DEBUG": "1"})
+    assert res.exit_code == 1 and isinstance(res.exception, ConfigError)

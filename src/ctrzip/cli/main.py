@@ -3,6 +3,7 @@
 Errors a user can cause (:class:`ctrzip.errors.UserError`, and ``OSError`` such as a missing
 file or a full disk) are reported here, once for every command, as one ``error:`` line with
 exit code 2. Any other exception is a bug and keeps its traceback; ``ctrzip --debug ...``
+(or ``CTRZIP_DEBUG=1``)
 shows the traceback for user errors too.
 """
 
@@ -72,7 +73,9 @@ app = typer.Typer(
 
 @app.callback()
 def _root(
-    debug: bool = typer.Option(False, "--debug", help="show tracebacks for user errors too"),
+    debug: bool = typer.Option(
+        False, "--debug", envvar="CTRZIP_DEBUG", help="show tracebacks for user errors too"
+    ),
 ) -> None:
     """Train and compress CTR models."""
 
