@@ -3,8 +3,7 @@
 Errors a user can cause (:class:`ctrzip.errors.UserError`, and ``OSError`` such as a missing
 file or a full disk) are reported here, once for every command, as one ``error:`` line with
 exit code 2. Any other exception is a bug and keeps its traceback; ``ctrzip --debug ...``
-(or ``CTRZIP_DEBUG=1``)
-shows the traceback for user errors too.
+(or ``CTRZIP_DEBUG=1``) shows the traceback for user errors too.
 """
 
 from __future__ import annotations
