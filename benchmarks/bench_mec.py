@@ -50,7 +50,7 @@ from summarize import mec_table  # noqa: E402
 def synthetic_dataset(kind: str, rows: int, seed: int, min_count: int, workers: int) -> EncodedDataset:
     """Generate Criteo- or Avazu-like raw rows with the teacher (SYNTH.md) and encode them (cached)."""
     from ctrzip.data.encode import encode_dataset
-    from ctrzip.data.synth.generate import generate
+    from ctrzip.data.synth.driver import generate
 
     root = Path(tempfile.gettempdir()) / "ctrzip_bench_mec" / f"{kind}_{rows}_{seed}_{min_count}"
     enc = root / "encoded"

@@ -6,6 +6,7 @@ Public API::
     from ctrzip import compress, MECConfig, LowRankConfig, save, load
 """
 
+from ctrzip._version import __version__
 from ctrzip.compression.api import compress
 from ctrzip.compression.lowrank.feature_mimicking import LowRankConfig
 from ctrzip.compression.mec.method import MECConfig, PQConfig
@@ -18,7 +19,6 @@ from ctrzip.export import load, save
 from ctrzip.models.base import build_model
 from ctrzip.train.trainer import TrainConfig, Trainer, evaluate
 
-__version__ = "0.1.0"
 __all__ = [
     "Batch",
     "EncodedDataset",

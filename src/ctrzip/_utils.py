@@ -6,22 +6,24 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ctrzip.config import ConfigError
+
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 
 
 def check_rate(name: str, value: float) -> None:
-    """Raise ValueError unless ``0 <= value < 1`` (dropout-style rates)."""
+    """Raise ConfigError unless ``0 <= value < 1`` (dropout-style rates)."""
     if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {value}")
+        raise ConfigError(f"{name} must be in [0, 1), got {value}")
 
 
 def check_widths(name: str, widths: Sequence[int]) -> None:
-    """Raise ValueError unless every layer width is a positive integer."""
+    """Raise ConfigError unless every layer width is a positive integer."""
     bad = [w for w in widths if w < 1]
     if bad:
-        raise ValueError(f"{name} widths must be >= 1, got {list(widths)}")
+        raise ConfigError(f"{name} widths must be >= 1, got {list(widths)}")
 
 
 def splitmix64(x: np.ndarray) -> np.ndarray:

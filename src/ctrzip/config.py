@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -28,7 +29,9 @@ def _where(source: str | None, path: str) -> str:
     return f"{source}: {path}" if source else path
 
 
-def _convert(value: Any, tp: Any, source: str | None, path: str) -> Any:
+def _convert(value: Any, tp: Any, source: str | None, path: str, base: Any = None) -> Any:
+    """Check/convert ``value`` to type ``tp``; ``base`` is the current value a nested mapping
+    is merged onto (so ``{steps: 100}`` changes only ``steps`` of a preset)."""
     origin = get_origin(tp)
     if tp is Any:
         return value
@@ -41,7 +44,7 @@ def _convert(value: Any, tp: Any, source: str | None, path: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _convert(value, arg, source, path)
+                return _convert(value, arg, source, path, base)
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(errors[-1] if errors else f"{_where(source, path)}: invalid value {value!r}")
@@ -55,7 +58,7 @@ def _convert(value: Any, tp: Any, source: str | None, path: str) -> Any:
             return value
         if not isinstance(value, dict):
             raise ConfigError(f"{_where(source, path)} must be a mapping, got {type(value).__name__}")
-        return from_dict(tp, value, source=source, path=path)
+        return from_dict(tp, value, source=source, path=path, base=base if isinstance(base, tp) else None)
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{_where(source, path)} must be a list, got {value!r}")
@@ -100,8 +103,17 @@ def _convert(value: Any, tp: Any, source: str | None, path: str) -> Any:
     return value
 
 
-def from_dict(cls: type[C], data: dict[str, Any], *, source: str | None = None, path: str = "") -> C:
-    """Build dataclass ``cls`` from ``data``, strictly (unknown keys and bad types raise)."""
+def from_dict(
+    cls: type[C], data: dict[str, Any], *, source: str | None = None, path: str = "", base: C | None = None
+) -> C:
+    """Build dataclass ``cls`` from ``data``, strictly (unknown keys and bad types raise ``ConfigError``).
+
+    Keys absent from ``data`` keep their value in ``base`` (default: the field defaults). With a
+    ``base``, a nested dataclass given as a mapping is merged onto ``base``'s value the same way,
+    so a preset stays what it is except for the keys the user names. Without one, nested configs
+    are built from the keys given; configs with presets (``MECConfig``) keep their preset's
+    other fields through ``track_set_fields`` / ``overlay``.
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{_where(source, path or cls.__name__)} must be a mapping")
     hints = get_type_hints(cls)
@@ -113,13 +125,25 @@ def from_dict(cls: type[C], data: dict[str, Any], *, source: str | None = None, 
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
             raise ConfigError(f"{_where(source, key_path)} is not a field of {cls.__name__}{hint}")
-        kwargs[key] = _convert(value, hints[key], source, key_path)
+        # merged onto an explicit base only: a field's own default may hold values its
+        # __post_init__ filled for another setting (a preset is kept by ``overlay`` instead)
+        current = _current(fields[key], base) if isinstance(value, dict) and base is not None else None
+        kwargs[key] = _convert(value, hints[key], source, key_path, current)
     try:
-        return cls(**kwargs)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as err:
+        return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)  # type: ignore[type-var]
+    except (TypeError, ValueError) as err:  # __post_init__ checks (ConfigError included): add where
         raise ConfigError(f"{_where(source, path or cls.__name__)}: {err}") from None
+
+
+def _current(f: dataclasses.Field[Any], base: Any) -> Any:
+    """The value a mapping for field ``f`` is merged onto: ``base``'s value or the field default."""
+    if base is not None:
+        return getattr(base, f.name)
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
 
 
 def to_dict(obj: Any) -> Any:
@@ -135,15 +159,46 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+class _Loader(yaml.SafeLoader):
+    """``SafeLoader`` with YAML 1.2 core-schema scalars: ``1e-4``, ``1E5`` and ``.5`` are floats,
+    ``true``/``false`` the only booleans; YAML 1.1's ``yes``/``no``/``on``/``off`` booleans,
+    sexagesimal ``1:30`` numbers and dates stay strings. (PyYAML implements YAML 1.1, where
+    ``1e-4`` is a string: a learning rate written that way would be refused.)"""
+
+    yaml_implicit_resolvers: typing.ClassVar[dict[Any, Any]] = {}
+
+
+for _tag, _pattern, _first in (
+    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("int", r"^(?:[-+]?(?:0|[1-9][0-9_]*)|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    (
+        "float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        "-+0123456789.",
+    ),
+    ("null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    ("merge", r"^(?:<<)$", "<"),
+):
+    _Loader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(_pattern), list(_first))
+
+
+def parse_yaml(text: str, source: str | Path | None = None) -> Any:
+    """Parse YAML text safely (no objects), with YAML 1.2 floats; errors name ``source``."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506  (_Loader is a SafeLoader)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source or '<yaml>'}: invalid YAML: {err}") from None
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping with ``safe_load``; errors name the file."""
+    """Read a YAML mapping safely (``parse_yaml``); errors name the file."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: invalid YAML: {err}") from None
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a file")
+    data = parse_yaml(path.read_text(), path)
     if data is None:
         raise ConfigError(f"{path}: file is empty")
     if not isinstance(data, dict):
@@ -152,18 +207,20 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str]) -> dict[str, Any]:
-    """Apply ``key.sub=value`` overrides (values parsed as YAML scalars) to a nested dict."""
+    """Apply ``key.sub=value`` overrides (values parsed as YAML scalars, ``parse_yaml``) to a nested dict."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value")
         key, raw = item.split("=", 1)
         node = data
         parts = key.split(".")
+        if not all(parts):
+            raise ConfigError(f"--set {item!r}: empty key")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item!r}: {part} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = parse_yaml(raw, f"--set {item!r}")
     return data
 
 

@@ -202,7 +202,7 @@ def test_evaluate_one_class_split_is_one_line(tmp_path: Path, data: Path) -> Non
     enc = _dataset(tmp_path / "enc1", {"train": 50, "valid": 50, "test": 50}, one_class="test")
     res = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "run" / "model"), "--data", str(enc)])
     assert res.exit_code == 2
-    assert f"{enc}: test split has only clicks" in _one_line_error(
+    assert f"{enc}: split 'test' has only label 1" in _one_line_error(
         res.output.replace("\n", " ").replace(" error:", "\nerror:")
     )
 
@@ -232,7 +232,7 @@ def test_evaluate_bad_batch_size_and_device_are_one_line(tmp_path: Path, data: P
     if not torch.cuda.is_available():
         res = runner.invoke(app, [*base, "--device", "cuda"])
         assert res.exit_code == 2
-        assert "device='cuda' but this machine has no usable CUDA" in _one_line_error(res.output)
+        assert "--device: device 'cuda': CUDA is not available" in _one_line_error(res.output)
 
 
 def test_diverging_train_is_one_line_naming_epoch_step_and_checkpoint(tmp_path: Path, data: Path) -> None:

@@ -374,6 +374,6 @@ def test_load_refuses_an_artifact_whose_links_do_not_resolve(data, tmp_path) -> 
     sums = json.loads((path / "checksums.json").read_text())
     sums["manifest.json"] = hashlib.sha256((path / "manifest.json").read_bytes()).hexdigest()
     (path / "checksums.json").write_text(json.dumps(sums))
-    bad = r"manifest\.json: modules do not fit together: 'embedding\.tables\.small' is not a PQTable"
+    bad = r"manifest\.json: modules do not link up \(TypeError: 'embedding\.tables\.small' is not a PQTable"
     with pytest.raises(ArtifactError, match=bad):
         load(path)

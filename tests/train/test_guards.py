@@ -312,7 +312,7 @@ def test_unknown_device_string_is_refused_by_the_config() -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_on_a_machine_without_cuda_is_one_clear_error() -> None:
     model = build_model("lr", SCHEMA, {}, seed=0)
-    with pytest.raises(TrainingError, match="train.device='cuda' but this machine has no usable CUDA"):
+    with pytest.raises(TrainingError, match="train.device: device 'cuda': CUDA is not available"):
         Trainer(TrainConfig(epochs=1, progress=False, device="cuda")).fit(model, planted_pairs(SCHEMA, 50, 0))
-    with pytest.raises(TrainingError, match="device='cuda:0' but this machine has no usable CUDA"):
+    with pytest.raises(TrainingError, match="device: device 'cuda:0': CUDA is not available"):
         evaluate(model, planted_pairs(SCHEMA, 50, 0), device="cuda:0")

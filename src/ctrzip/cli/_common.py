@@ -20,10 +20,81 @@ def read_config(path: Path | None, overrides: Sequence[str] | None) -> dict[str,
     return apply_overrides(data, list(overrides or []))
 
 
+def error_line(message: str) -> None:
+    """Print ``error: message`` to stderr as exactly one line (never wrapped, newlines folded)."""
+    text = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    typer.echo(f"error: {text}", err=True)
+
+
 def fail(message: str) -> typer.Exit:
-    """Print an error in red and return an Exit(2) to raise."""
-    console.print(f"[red]error:[/red] {message}")
+    """Print one ``error:`` line and return an Exit(2) to raise."""
+    error_line(message)
     return typer.Exit(code=2)
+
+
+def checked_split(ds: Any, split: str, where: str | Path, *, both_classes: bool = True) -> Any:
+    """``ds[split]`` after checking it exists, has rows and (by default) both label classes.
+
+    Raises:
+        DataFormatError: naming the dataset folder and the split.
+    """
+    import numpy as np
+
+    from ctrzip.data.readers import DataFormatError
+
+    if split not in ds.splits:
+        have = ", ".join(ds.splits) or "none"
+        raise DataFormatError(f"{where}: no split {split!r} (have: {have})")
+    arrays = ds[split]
+    labels = np.asarray(arrays.label)
+    if labels.size == 0:
+        raise DataFormatError(f"{where}: split {split!r} has no rows")
+    if both_classes and labels.min() == labels.max():
+        raise DataFormatError(
+            f"{where}: split {split!r} has only label {labels[0]:g} in all {labels.size:,} rows; "
+            "AUC is undefined on one class (re-split the data or use another split)"
+        )
+    return arrays
+
+
+def checked_schema(net: Any, ds: Any, model: str | Path, data: str | Path) -> None:
+    """Refuse a dataset whose fields (names, kinds, vocab sizes) differ from the model's schema.
+
+    Raises:
+        DataFormatError: naming both folders and the first differing field.
+    """
+    from ctrzip.data.readers import DataFormatError
+
+    mine, theirs = ds.schema.to_dict()["fields"], net.schema.to_dict()["fields"]
+    if mine != theirs:
+        diff = next((f"{a.get('name')}" for a, b in zip(mine, theirs, strict=False) if a != b), None)
+        where = f"field {diff!r} differs" if diff else f"{len(mine)} fields vs {len(theirs)}"
+        raise DataFormatError(
+            f"{data}: its feature map differs from the model's schema ({model}/schema.json): {where}; "
+            "use the dataset the model was trained on"
+        )
+
+
+def checked_device(device: str, option: str = "--device") -> str:
+    """``device`` after checking that this machine/torch build can use it (``auto`` always can).
+
+    Raises:
+        ConfigError: naming the option, e.g. ``cuda`` on a CPU-only build.
+    """
+    from ctrzip.data.loader import resolve_device
+
+    try:
+        resolve_device(device)
+    except ConfigError as err:
+        raise ConfigError(f"{option}: {err}") from None
+    return device
+
+
+def checked_min(value: int, minimum: int, option: str) -> int:
+    """``value`` if it is at least ``minimum``, else a ``ConfigError`` naming ``option``."""
+    if value < minimum:
+        raise ConfigError(f"{option} must be >= {minimum}, got {value}")
+    return value
 
 
 def print_table(title: str, rows: list[dict[str, Any]]) -> None:
@@ -37,4 +108,15 @@ def print_table(title: str, rows: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
-__all__ = ["ConfigError", "console", "fail", "print_table", "read_config"]
+__all__ = [
+    "ConfigError",
+    "checked_device",
+    "checked_min",
+    "checked_schema",
+    "checked_split",
+    "console",
+    "error_line",
+    "fail",
+    "print_table",
+    "read_config",
+]

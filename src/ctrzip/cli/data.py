@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from ctrzip.cli._common import console, fail
+from ctrzip.config import ConfigError
 from ctrzip.data.config import builtin_names, load_dataset_config
 from ctrzip.data.encode import Encoder
 from ctrzip.errors import UserError
@@ -30,6 +31,11 @@ def encode(
         cfg = load_dataset_config(schema, overrides)
         if valid is not None or test is not None:
             if cfg.split.method != "files":
+                if any(o.split("=", 1)[0].strip() in ("split", "split.method") for o in overrides):
+                    raise ConfigError(
+                        f"--set split.method={cfg.split.method} contradicts --valid/--test "
+                        "(given files are the splits); drop one of them"
+                    )
                 console.print(
                     f"note: --valid/--test given: one input file per split (the schema's "
                     f"{cfg.split.method} split {cfg.split.ratios} is not used)"

@@ -9,7 +9,9 @@ from typing import Any
 
 import typer
 
-from ctrzip.cli._common import console, print_table
+from ctrzip.cli._common import checked_device, checked_min, console, print_table
+
+MIN_DEMO_ROWS = 1_000
 
 
 def register(app: typer.Typer) -> None:
@@ -57,6 +59,9 @@ def demo_cmd(
     from ctrzip.run_config import ModelSection, RunConfig
     from ctrzip.workflow import train_run
 
+    checked_min(rows, MIN_DEMO_ROWS, "--rows")  # fewer leave valid/test splits too small to score
+    checked_min(epochs, 1, "--epochs")
+    checked_device(device)
     t0 = time.perf_counter()
     data_dir = prepare_demo_data(rows, seed, progress)
     run = RunConfig(

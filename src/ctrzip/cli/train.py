@@ -7,7 +7,15 @@ from typing import Optional
 
 import typer
 
-from ctrzip.cli._common import ConfigError, console, fail, print_table, read_config
+from ctrzip.cli._common import (
+    checked_device,
+    checked_min,
+    checked_schema,
+    checked_split,
+    console,
+    print_table,
+    read_config,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -39,24 +47,17 @@ def train_cmd(
     An existing artifact is never replaced without --overwrite.
     """
     from ctrzip.compression.sizes import format_size_report
-    from ctrzip.errors import UserError
     from ctrzip.run_config import parse_run_config
     from ctrzip.workflow import train_run
 
-    try:
-        run = parse_run_config(read_config(config, set_), source=str(config))
-    except (ConfigError, KeyError) as err:
-        raise fail(str(err)) from None
+    run = parse_run_config(read_config(config, set_), source=str(config))
     if fresh:
         run.train["resume"] = False
     out_dir = run.train.get("out_dir")
     save_to = out or (Path(out_dir) / "model" if out_dir else None)
     if save_to is None:
         console.print("note: no artifact will be saved (set train.out_dir in the run file or pass --out)")
-    try:
-        result = train_run(run, save_to=save_to, overwrite=overwrite)
-    except (UserError, KeyError, FileNotFoundError) as err:
-        raise fail(_message(err)) from None
+    result = train_run(run, save_to=save_to, overwrite=overwrite)
     print_table("metrics", [{"split": k, **v} for k, v in result.metrics.items()])
     console.print(format_size_report(result.sizes))
     if result.artifact:
@@ -67,26 +68,22 @@ def evaluate_cmd(
     model: Path = typer.Option(..., "--model", "-m", help="artifact folder written by train/compress"),
     data: Path = typer.Option(..., "--data", "-d", help="encoded dataset folder"),
     split: str = typer.Option("test", help="split to evaluate"),
-    batch_size: int = typer.Option(8192, min=1, help="rows per forward pass"),
+    batch_size: int = typer.Option(8192, help="rows per evaluation batch (>= 1)"),
     device: str = typer.Option("auto", help="auto (CUDA if available), cpu, cuda or cuda:N"),
 ) -> None:
     """Evaluate a saved model (AUC, logloss) and print its size."""
     from ctrzip.compression.sizes import format_size_report, size_report
     from ctrzip.data.dataset import EncodedDataset
-    from ctrzip.errors import UserError
-    from ctrzip.export import ArtifactError, load
+    from ctrzip.export import load
     from ctrzip.train.trainer import evaluate
 
-    try:
-        net = load(model)
-        ds = EncodedDataset.open(data)
-        if ds.schema.to_dict()["fields"] != net.schema.to_dict()["fields"]:
-            raise fail(f"{data}: its feature map differs from the model's schema")
-        metrics = evaluate(
-            net, ds[split], batch_size=batch_size, device=device, name=f"{data}: {split} split"
-        )
-    except (UserError, ArtifactError, FileNotFoundError, KeyError) as err:
-        raise fail(_message(err)) from None
+    checked_min(batch_size, 1, "--batch-size")
+    checked_device(device)
+    net = load(model)
+    ds = EncodedDataset.open(data)
+    checked_schema(net, ds, model, data)
+    arrays = checked_split(ds, split, data)
+    metrics = evaluate(net, arrays, batch_size=batch_size, device=device, name=f"{data}: {split} split")
     print_table(f"{model} on {data}:{split}", [metrics])
     console.print(format_size_report(size_report(net)))
 

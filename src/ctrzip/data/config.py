@@ -254,9 +254,9 @@ def load_dataset_config(
 
 
 def _safe_yaml(text: str, source: str) -> dict[str, Any]:
-    import yaml
+    from ctrzip.config import parse_yaml
 
-    data = yaml.safe_load(text)
+    data = parse_yaml(text, source)
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: top level must be a mapping")
     return data

@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-import ctrzip
+from ctrzip._version import __version__
 from ctrzip.data.schema import FeatureSchema
 from ctrzip.errors import UserError
 from ctrzip.models.base import CTRModel, build_model
@@ -138,9 +138,19 @@ def save(
     file's size on disk); ``artifact_sizes`` measures the whole folder afterwards.
 
     Raises:
-        ArtifactError: ``path`` already holds an artifact or other files and not ``overwrite``.
+        ArtifactError: ``path`` already holds an artifact or other files and not ``overwrite``;
+            the folder cannot be written (disk full, permission denied), naming it; a module
+            reads a module that is not in the model.
     """
     path = check_destination(path, overwrite)
+    try:
+        return _save(path, model, extra)
+    except OSError as err:
+        where = err.filename or path
+        raise ArtifactError(f"{where}: cannot write the artifact ({err.strerror or err})") from err
+
+
+def _save(path: Path, model: CTRModel, extra: dict[str, Any] | None) -> Path:
     try:  # a module reading a table that is gone would save without the tensors it needs
         relink_all(model)
     except (TypeError, ValueError) as err:
@@ -164,7 +174,7 @@ def save(
     }
     manifest = {
         "format_version": FORMAT_VERSION,
-        "ctrzip_version": ctrzip.__version__,
+        "ctrzip_version": __version__,
         "torch_version": torch.__version__,
         **model.spec(),
         "modules": swapped_modules(model),
@@ -186,11 +196,27 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    """Parse a JSON object file of an artifact; ``ArtifactError`` naming the file otherwise."""
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ArtifactError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path}: must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
 def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The parsed ``manifest.json`` of artifact folder ``path`` (not verified: ``load`` verifies first).
+
+    Raises:
+        ArtifactError: no manifest, or a manifest that is not a JSON object.
+    """
     path = Path(path)
-    if not (path / "manifest.json").exists():
+    if not (path / "manifest.json").is_file():
         raise ArtifactError(f"{path}: not a ctrzip artifact (no manifest.json)")
-    return json.loads((path / "manifest.json").read_text())
+    return _read_json(path / "manifest.json")
 
 
 def verify(path: str | Path) -> None:
@@ -199,7 +225,7 @@ def verify(path: str | Path) -> None:
     sums_file = path / "checksums.json"
     if not sums_file.exists():
         raise ArtifactError(f"{path}: no checksums.json; refusing to load an unverified artifact")
-    sums = json.loads(sums_file.read_text())
+    sums = _read_json(sums_file)
     for name in _FILES:
         f = path / name
         if not f.exists():
@@ -209,20 +235,53 @@ def verify(path: str | Path) -> None:
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> CTRModel:
-    """Rebuild a saved model (compressed modules included) and load its weights strictly."""
+    """Rebuild a saved model (compressed modules included) and load its weights strictly.
+
+    Order: the folder must look like an artifact, every file must match ``checksums.json``,
+    and only then is anything parsed, so a corrupt or edited file is reported as such.
+
+    Raises:
+        ArtifactError: missing folder or file, checksum mismatch, a file that does not parse,
+            or a manifest (model, config, module specs) that does not rebuild the saved weights;
+            the message names the file and the key.
+    """
     path = Path(path)
-    read_manifest(path)  # clear error for a folder that is not an artifact at all
+    if not path.is_dir():
+        raise ArtifactError(f"{path}: not a ctrzip artifact (no such folder)")
+    if not (path / "manifest.json").is_file():
+        raise ArtifactError(f"{path}: not a ctrzip artifact (no manifest.json)")
     verify(path)
+    mf = path / "manifest.json"
     manifest = read_manifest(path)
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(f"{path}: format_version {manifest.get('format_version')} is not supported")
-    schema = FeatureSchema.load(path / "schema.json")
-    model = build_model(manifest["model"], schema, manifest["config"])
+        raise ArtifactError(f"{mf}: format_version {manifest.get('format_version')} is not supported")
+    missing = [k for k in ("model", "config", "modules") if k not in manifest]
+    if missing:
+        raise ArtifactError(f"{mf}: missing key(s) {missing}")
+    try:
+        schema = FeatureSchema.load(path / "schema.json")
+    except ValueError as err:
+        raise ArtifactError(f"{path / 'schema.json'}: not a valid schema ({err})") from None
+    try:
+        model = build_model(manifest["model"], schema, manifest["config"])
+    except (UserError, TypeError, ValueError) as err:
+        raise ArtifactError(f"{mf}: model/config do not build a model ({err})") from None
     for fqn, entry in manifest["modules"].items():
-        cls = SWAPPABLE.get(entry["type"])
-        put_module(model, fqn, cls.empty(**entry["spec"]))  # type: ignore[attr-defined]  # links: below
-    state = load_file(str(path / "model.safetensors"))
-    result = model.load_state_dict(state, strict=False)
+        try:
+            cls = SWAPPABLE.get(entry["type"])
+            put_module(model, fqn, cls.empty(**entry["spec"]))  # type: ignore[attr-defined]  # links: below
+        except (UserError, KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+            raise ArtifactError(
+                f"{mf}: modules.{fqn} does not rebuild ({type(err).__name__}: {err})"
+            ) from None
+    try:
+        state = load_file(str(path / "model.safetensors"))
+        result = model.load_state_dict(state, strict=False)
+    except Exception as err:  # safetensors' own error type, or torch's size-mismatch RuntimeError
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ArtifactError(
+            f"{path}/model.safetensors does not match the manifest's model: {first}"
+        ) from None
     if result.missing_keys or result.unexpected_keys:
         raise ArtifactError(
             f"{path}/model.safetensors does not match the manifest's model: "
@@ -230,7 +289,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> CTRModel:
         )
     try:  # reconnect folded consumers and shared-code tables (plain Python state)
         relink_all(model)
-    except (TypeError, ValueError) as err:
-        raise ArtifactError(f"{path}/manifest.json: modules do not fit together: {err}") from err
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise ArtifactError(f"{mf}: modules do not link up ({type(err).__name__}: {err})") from None
     model.compression_log = manifest.get("compression_log", [])
     return model.to(device).eval()

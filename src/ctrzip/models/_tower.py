@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ctrzip.config import ConfigError
 from ctrzip.models.base import ModelConfig
 from ctrzip.nn.mlp import MLP
 
@@ -27,9 +28,9 @@ class TowerConfig(ModelConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if any(h < 1 for h in self.mlp):
-            raise ValueError(f"mlp widths must be >= 1, got {list(self.mlp)}")
+            raise ConfigError(f"mlp widths must be >= 1, got {list(self.mlp)}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 def make_tower(
@@ -47,7 +48,7 @@ def make_tower(
 
 
 def check_positive(**values: int) -> None:
-    """Raise ValueError naming the first of ``values`` that is below 1."""
+    """Raise ConfigError naming the first of ``values`` that is below 1."""
     for name, v in values.items():
         if v < 1:
-            raise ValueError(f"{name} must be >= 1, got {v}")
+            raise ConfigError(f"{name} must be >= 1, got {v}")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ctrzip.config import ConfigError
 from ctrzip.data.batch import Batch
 from ctrzip.data.schema import FeatureSchema
 from ctrzip.models._tower import TowerConfig, check_positive, make_tower
@@ -41,7 +42,7 @@ class AFNConfig(TowerConfig):
         super().__post_init__()
         check_positive(log_neurons=self.log_neurons)
         if self.ensemble_dnn and not self.dnn:
-            raise ValueError("ensemble_dnn needs non-empty dnn widths")
+            raise ConfigError("ensemble_dnn needs non-empty dnn widths")
 
 
 @register_model("afn")

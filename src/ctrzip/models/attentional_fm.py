@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from ctrzip._utils import check_rate
+from ctrzip.config import ConfigError
 from ctrzip.data.batch import Batch
 from ctrzip.data.schema import FeatureSchema
 from ctrzip.models.base import CTRModel, ModelConfig, register_model
@@ -36,7 +37,7 @@ class AttentionalFMConfig(ModelConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.attention_dim < 1:
-            raise ValueError("attention_dim must be >= 1")
+            raise ConfigError("attention_dim must be >= 1")
         check_rate("attention_dropout", self.attention_dropout)
         check_rate("dropout", self.dropout)
 
@@ -56,7 +57,7 @@ class AttentionalFM(CTRModel):
     ):
         super().__init__(schema, config, embedding)
         if self.num_fields < 2:
-            raise ValueError("attentional_fm needs at least 2 fields to form pairs")
+            raise ConfigError("attentional_fm needs at least 2 fields to form pairs")
         self.first_order = FirstOrder(schema, config.embedding_init_std)
         self.pooling = AttentionalPooling(
             config.embedding_dim, config.attention_dim, config.attention_dropout

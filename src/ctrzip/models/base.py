@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from ctrzip.config import from_dict, to_dict
+from ctrzip.config import ConfigError, from_dict, to_dict
 from ctrzip.data.batch import Batch
 from ctrzip.data.schema import FeatureSchema
 from ctrzip.nn.embedding.field import FieldEmbedding
@@ -34,7 +34,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.embedding_dim < 1:
-            raise ValueError("embedding_dim must be >= 1")
+            raise ConfigError("embedding_dim must be >= 1")
 
 
 class CTRModel(nn.Module):
@@ -113,6 +113,10 @@ def build_model(
         seed: initialize the weights from ``torch.manual_seed(seed)`` (the global generator's
             state is left as it was), so the same seed gives bit-identical initial weights;
             None draws from the global generator.
+
+    Raises:
+        ConfigError: unknown model name (``UnknownNameError``), unknown or invalid parameter,
+            or a setting this schema cannot take; the message names ``source`` and the key.
     """
     import ctrzip.models  # noqa: F401  (registers the zoo)
 
@@ -121,8 +125,11 @@ def build_model(
         cfg = params
     else:
         cfg = from_dict(cls.config_class, dict(params or {}), source=source, path="model")
-    if seed is None:
-        return cls(schema, cfg)
-    with torch.random.fork_rng(devices=[]):  # weights are created on the CPU
-        torch.manual_seed(seed)
-        return cls(schema, cfg)
+    try:
+        if seed is None:
+            return cls(schema, cfg)
+        with torch.random.fork_rng(devices=[]):  # weights are created on the CPU
+            torch.manual_seed(seed)
+            return cls(schema, cfg)
+    except ConfigError as err:  # a setting this schema cannot take (e.g. pairs need 2 fields)
+        raise ConfigError(f"model {name!r}: {err}") from None

@@ -9,6 +9,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from ctrzip.config import ConfigError
 from ctrzip.data.batch import Batch
 from ctrzip.data.schema import FeatureSchema
 from ctrzip.models._tower import TowerConfig, make_tower
@@ -35,7 +36,7 @@ class FiBiNetConfig(TowerConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.reduction_ratio <= 0:
-            raise ValueError(f"reduction_ratio must be > 0, got {self.reduction_ratio}")
+            raise ConfigError(f"reduction_ratio must be > 0, got {self.reduction_ratio}")
 
 
 @register_model("fibinet")

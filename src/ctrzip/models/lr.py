@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ctrzip.config import ConfigError
 from ctrzip.data.batch import Batch
 from ctrzip.data.schema import FeatureSchema
 from ctrzip.models.base import CTRModel, ModelConfig, register_model
@@ -22,7 +23,7 @@ class LRConfig(ModelConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.embedding_dim != 1:
-            raise ValueError(
+            raise ConfigError(
                 f"lr's weights are its embedding, so embedding_dim must be 1, got {self.embedding_dim}"
             )
 

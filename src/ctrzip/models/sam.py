@@ -7,6 +7,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
+from ctrzip.config import ConfigError
 from ctrzip.data.batch import Batch
 from ctrzip.data.schema import FeatureSchema
 from ctrzip.models._tower import check_positive
@@ -38,7 +39,7 @@ class SAMConfig(ModelConfig):
         super().__post_init__()
         check_positive(num_layers=self.num_layers)
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 @register_model("sam")

@@ -11,6 +11,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from ctrzip.config import ConfigError
+
 BilinearType = Literal["field_all", "field_each", "field_interaction"]
 
 
@@ -28,13 +30,13 @@ class BilinearInteraction(nn.Module):
     def __init__(self, num_fields: int, dim: int, kind: BilinearType = "field_interaction") -> None:
         super().__init__()
         if num_fields < 2:
-            raise ValueError("bilinear interaction needs at least 2 fields")
+            raise ConfigError("bilinear interaction needs at least 2 fields")
         left, right = torch.triu_indices(num_fields, num_fields, offset=1)
         self.register_buffer("left", left, persistent=False)
         self.register_buffer("right", right, persistent=False)
         n_mats = {"field_all": 1, "field_each": num_fields - 1, "field_interaction": left.numel()}
         if kind not in n_mats:
-            raise ValueError(f"unknown bilinear kind {kind!r} (known: {', '.join(n_mats)})")
+            raise ConfigError(f"unknown bilinear kind {kind!r} (known: {', '.join(n_mats)})")
         self.kind = kind
         self.weight = nn.Parameter(torch.empty(n_mats[kind], dim, dim))  # [n, D, D]
         bound = 1.0 / dim**0.5

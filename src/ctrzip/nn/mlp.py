@@ -6,6 +6,9 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from ctrzip._utils import check_rate, check_widths
+from ctrzip.config import ConfigError
+
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU, "prelu": nn.PReLU}
 
 
@@ -13,7 +16,7 @@ def make_activation(name: str) -> nn.Module:
     try:
         return _ACTIVATIONS[name.lower()]()
     except KeyError:
-        raise ValueError(f"unknown activation {name!r} (known: {', '.join(_ACTIVATIONS)})") from None
+        raise ConfigError(f"unknown activation {name!r} (known: {', '.join(_ACTIVATIONS)})") from None
 
 
 class MLP(nn.Module):
@@ -41,6 +44,8 @@ class MLP(nn.Module):
         batch_norm: bool = False,
     ) -> None:
         super().__init__()
+        check_widths("mlp", hidden)  # a config's tower widths and dropout reach here unchecked
+        check_rate("dropout", dropout)
         layers: list[nn.Module] = []
         width = in_dim
         for h in hidden:

@@ -20,6 +20,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from ctrzip.config import ConfigError
+
 SAMKind = Literal["sam1", "sam2a", "sam2e", "sam3a", "sam3e"]
 
 
@@ -80,7 +82,7 @@ class SAMInteraction(nn.Module):
     ) -> None:
         super().__init__()
         if kind not in ("sam1", "sam2a", "sam2e", "sam3a", "sam3e"):
-            raise ValueError(f"unknown SAM interaction {kind!r}")
+            raise ConfigError(f"unknown SAM interaction {kind!r}")
         self.kind = kind
         self.pair_weight = nn.Parameter(torch.ones(num_fields, num_fields, dim)) if kind == "sam2a" else None
         self.layers = nn.Sequential(

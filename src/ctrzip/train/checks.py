@@ -85,18 +85,10 @@ def check_device(device: str | torch.device, setting: str) -> torch.device:
     Raises:
         TrainingError: naming ``setting``, for an unknown device string or CUDA without CUDA.
     """
+    from ctrzip.config import ConfigError
     from ctrzip.data.loader import resolve_device
 
-    try:
-        dev = resolve_device(device)
-    except (RuntimeError, ValueError):
-        raise TrainingError(f"{setting}={device!r} is not a device (auto, cpu, cuda, cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(
-            f"{setting}={device!r} but this machine has no usable CUDA (torch {torch.__version__}); "
-            "use auto or cpu"
-        )
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        count = torch.cuda.device_count()
-        raise TrainingError(f"{setting}={device!r} but this machine has {count} CUDA device(s)")
-    return dev
+    try:  # one rule for device names and availability: resolve_device's
+        return resolve_device(device)
+    except ConfigError as err:
+        raise TrainingError(f"{setting}: {err}") from None

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 import torch
 
+from ctrzip.config import ConfigError
+
 
 @dataclass
 class TrainConfig:
@@ -86,7 +88,7 @@ class TrainConfig:
         }
         bad = [msg for msg, ok in checks.items() if not ok]
         if bad:
-            raise ValueError("; ".join(bad))
+            raise ConfigError("; ".join(bad))
 
 
 def _is_device(name: str) -> bool:

@@ -31,6 +31,7 @@ from ctrzip.compression.shrink import (
     require_some,
 )
 from ctrzip.compression.sizes import stored_bytes
+from ctrzip.config import ConfigError
 from ctrzip.data.batch import Batch
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.data.loader import BatchLoader, resolve_device
@@ -75,13 +76,13 @@ class StepOptions:
 
     def __post_init__(self) -> None:
         if self.finetune_epochs < 0:
-            raise ValueError("finetune_epochs must be >= 0")
+            raise ConfigError("finetune_epochs must be >= 0")
         if self.lr <= 0:
-            raise ValueError("lr must be > 0")
+            raise ConfigError("lr must be > 0")
         if self.batch_size < 1 or self.finetune_batch_size < 1:
-            raise ValueError("batch sizes must be >= 1")
+            raise ConfigError("batch sizes must be >= 1")
         if self.keep_start and self.finetune_epochs > 0 and self.eval_split is None:
-            raise ValueError(
+            raise ConfigError(
                 "keep_start compares the fine-tuned model with the direct one on eval_split: "
                 "set eval_split, or keep_start: false, or finetune_epochs: 0"
             )
@@ -90,13 +91,13 @@ class StepOptions:
 def check_rank(name: str, rank: int | None, variance: float | None) -> None:
     """Exactly one of a rank >= 1 or a variance fraction in (0, 1]."""
     if rank is not None and variance is not None:
-        raise ValueError(f"set either {name} rank or variance, not both")
+        raise ConfigError(f"set either {name} rank or variance, not both")
     if rank is None and variance is None:
-        raise ValueError(f"set {name} rank or variance")
+        raise ConfigError(f"set {name} rank or variance")
     if rank is not None and rank < 1:
-        raise ValueError(f"{name} rank must be >= 1, got {rank}")
+        raise ConfigError(f"{name} rank must be >= 1, got {rank}")
     if variance is not None and not 0.0 < variance <= 1.0:
-        raise ValueError(f"{name} variance must be in (0, 1], got {variance}")
+        raise ConfigError(f"{name} variance must be in (0, 1], got {variance}")
 
 
 def count_params(model: nn.Module) -> int:

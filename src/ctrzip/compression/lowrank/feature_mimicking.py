@@ -28,6 +28,7 @@ from ctrzip.compression.lowrank.factorized import (
 from ctrzip.compression.select import linears_by_glob, mlp_linears, tables
 from ctrzip.compression.shrink import explicit_names, refuse_listed
 from ctrzip.compression.stats import PCAResult, RunningMoments, choose_rank, pca, table_moments
+from ctrzip.config import ConfigError
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.data.loader import resolve_device
 from ctrzip.errors import CompressionError
@@ -66,7 +67,7 @@ class FactorizedConfig(StepOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not (self.mlp or self.embedding):
-            raise ValueError("nothing to compress: set mlp and/or embedding")
+            raise ConfigError("nothing to compress: set mlp and/or embedding")
 
 
 @dataclass
@@ -99,13 +100,13 @@ class LowRankConfig(FactorizedConfig):
         if self.embedding:
             check_rank("embedding", self.embedding_rank, self.embedding_variance)
         if self.bias_form not in ("centered", "paper") or self.embedding_form not in ("centered", "paper"):
-            raise ValueError("bias_form / embedding_form must be 'centered' or 'paper'")
+            raise ConfigError("bias_form / embedding_form must be 'centered' or 'paper'")
         if self.embedding_stats not in ("counts", "data"):
-            raise ValueError("embedding_stats must be 'counts' or 'data'")
+            raise ConfigError("embedding_stats must be 'counts' or 'data'")
         if self.calib_max_batches is not None and self.calib_max_batches < 1:
-            raise ValueError("calib_max_batches must be >= 1 or null")
+            raise ConfigError("calib_max_batches must be >= 1 or null")
         if self.calib_max_batches is not None and not (self.mlp or self.embedding_stats == "data"):
-            raise ValueError(
+            raise ConfigError(
                 "calib_max_batches caps a calibration pass, and none runs here (mlp: false, "
                 "embedding_stats: counts): remove it or set embedding_stats: data"
             )

@@ -21,6 +21,7 @@ from ctrzip.compression.shrink import (
     refuse_listed,
     tt_table_bytes,
 )
+from ctrzip.config import ConfigError
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.models.base import CTRModel
 from ctrzip.nn.embedding.tt import TTTable
@@ -49,11 +50,11 @@ class TTConfig(StepOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.tt_rank < 1:
-            raise ValueError(f"tt_rank must be >= 1, got {self.tt_rank}")
+            raise ConfigError(f"tt_rank must be >= 1, got {self.tt_rank}")
         if self.min_vocab < 0:
-            raise ValueError("min_vocab must be >= 0")
+            raise ConfigError("min_vocab must be >= 0")
         if self.init not in ("tt_svd", "random"):
-            raise ValueError("init must be 'tt_svd' or 'random'")
+            raise ConfigError("init must be 'tt_svd' or 'random'")
 
 
 @register_method("tt", TTConfig)

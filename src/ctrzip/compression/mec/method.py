@@ -32,7 +32,7 @@ from ctrzip.compression.mec.stage2 import (
 )
 from ctrzip.compression.shrink import decide, module_bytes, not_smaller, refuse_listed, require_some
 from ctrzip.compression.sizes import byte_breakdown
-from ctrzip.config import overlay
+from ctrzip.config import ConfigError, overlay
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.data.loader import resolve_device
 from ctrzip.errors import CompressionError
@@ -41,6 +41,7 @@ from ctrzip.nn.embedding.base import DenseTable, EmbeddingTable
 from ctrzip.nn.embedding.pq import Layout, PQFit, PQTable, pq_float_bytes, pq_table_bytes
 from ctrzip.nn.swappable import SWAPPABLE, replace_modules
 from ctrzip.progress import ProgressBars
+from ctrzip.registry import UnknownNameError
 
 # Ablation presets (spec/MEC.md "Variants"): overrides of CodeLearningConfig.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -117,21 +118,21 @@ class MECConfig:
         self.finetune = overlay(StageTwoConfig(**FINETUNE_PRESET), self.finetune)
         self.retrain = overlay(StageTwoConfig(**RETRAIN_PRESET), self.retrain)
         if self.num_subspaces < 1:
-            raise ValueError("num_subspaces must be >= 1")
+            raise ConfigError("num_subspaces must be >= 1")
         if self.codebook_size < 2:
-            raise ValueError("codebook_size must be >= 2")
+            raise ConfigError("codebook_size must be >= 2")
         if self.min_vocab < 3:
-            raise ValueError("min_vocab must be >= 3 (padding + OOV + one real id)")
+            raise ConfigError("min_vocab must be >= 3 (padding + OOV + one real id)")
         if self.first_order not in ("codes", "dense"):
-            raise ValueError("first_order must be codes or dense")
+            raise ConfigError("first_order must be codes or dense")
         if self.protocol not in ("finetune", "retrain", "none"):
-            raise ValueError("protocol must be finetune, retrain or none")
+            raise ConfigError("protocol must be finetune, retrain or none")
         if not 0 < self.head_frac < 1 or not 0 <= self.tail_frac < 1 or self.head_frac + self.tail_frac > 1:
-            raise ValueError("need 0 < head_frac < 1, 0 <= tail_frac < 1, head_frac + tail_frac <= 1")
+            raise ConfigError("need 0 < head_frac < 1, 0 <= tail_frac < 1, head_frac + tail_frac <= 1")
         if self.eval_batch_size < 1:
-            raise ValueError("eval_batch_size must be >= 1")
+            raise ConfigError("eval_batch_size must be >= 1")
         if self.version != 1:
-            raise ValueError(f"unsupported MECConfig version {self.version}")
+            raise ConfigError(f"unsupported MECConfig version {self.version}")
 
     @classmethod
     def variant(cls, name: str, **overrides: Any) -> MECConfig:
@@ -141,7 +142,7 @@ class MECConfig:
         other field keeps the preset's value.
         """
         if name not in VARIANTS:
-            raise KeyError(f"unknown MEC variant {name!r} (known: {', '.join(VARIANTS)})")
+            raise UnknownNameError(f"unknown MEC variant {name!r} (known: {', '.join(VARIANTS)})")
         cl_names = {f.name for f in dataclasses.fields(CodeLearningConfig)}
         cl = {k: v for k, v in overrides.items() if k in cl_names}
         top = {k: v for k, v in overrides.items() if k not in cl_names}
@@ -277,6 +278,24 @@ def select_fields(model: CTRModel, cfg: MECConfig) -> tuple[list[str], dict[str,
     return chosen, skipped
 
 
+def check_subspaces(model: CTRModel, cfg: MECConfig, chosen: list[str]) -> None:
+    """Refuse, before any work, a PQ split of a chosen field into ``num_subspaces`` parts that
+    does not divide its width (RQ/AQ codebooks are full width: any M works).
+
+    Raises:
+        ConfigError: naming ``num_subspaces``, the width and the field.
+    """
+    if cfg.code_learning.quantizer != "pq":
+        return
+    for name in chosen:
+        d = model.embedding.tables[name].embedding_dim
+        if d % cfg.num_subspaces:
+            raise ConfigError(
+                f"num_subspaces={cfg.num_subspaces} does not divide the embedding width {d} of field "
+                f"{name!r}; use a divisor of {d} (or code_learning.quantizer rq/aq)"
+            )
+
+
 @register_method("mec", MECConfig)
 class MEC(CompressionMethod[MECConfig]):
     """Stage 1 per field, swap, plug-in AUC, stage-2 protocol; returns a JSON-able report."""
@@ -306,6 +325,7 @@ class MEC(CompressionMethod[MECConfig]):
         chosen = [n for n, d in zip(names, decisions, strict=True) if d["action"] == "compressed"]
         skipped = {n: d["reason"] for n, d in zip(names, decisions, strict=True) if d["action"] == "kept"}
         self._check_counts(model, data, chosen)
+        check_subspaces(model, cfg, chosen)
         report: dict[str, Any] = {"fields": {}, "skipped": skipped, "protocol": cfg.protocol}
         report["sizes_before"] = byte_breakdown(model)
         report["base"] = score()

@@ -35,7 +35,7 @@ from ctrzip.compression.mec.losses import (
     quantize,
     semi_synthetic_negatives,
 )
-from ctrzip.config import track_set_fields
+from ctrzip.config import ConfigError, track_set_fields
 from ctrzip.nn.embedding.pq import Layout
 from ctrzip.progress import ProgressBars
 
@@ -103,33 +103,33 @@ class CodeLearningConfig:
 
     def __post_init__(self) -> None:
         if self.quantizer not in ("pq", "rq", "aq"):
-            raise ValueError(f"quantizer must be pq, rq or aq, got {self.quantizer!r}")
+            raise ConfigError(f"quantizer must be pq, rq or aq, got {self.quantizer!r}")
         if self.encoder not in ("linear", "identity"):
-            raise ValueError(f"encoder must be linear or identity, got {self.encoder!r}")
+            raise ConfigError(f"encoder must be linear or identity, got {self.encoder!r}")
         if self.weighting not in ("log2", "count", "none"):
-            raise ValueError(f"weighting must be log2, count or none, got {self.weighting!r}")
+            raise ConfigError(f"weighting must be log2, count or none, got {self.weighting!r}")
         for name in ("alpha", "beta", "commitment"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0")
+                raise ConfigError(f"{name} must be >= 0")
         if self.tau <= 0 or self.tau_assign <= 0:
-            raise ValueError("temperatures must be > 0")
+            raise ConfigError("temperatures must be > 0")
         if self.rho is not None and not 0 < self.rho <= 1:
-            raise ValueError("rho must be in (0, 1]")
+            raise ConfigError("rho must be in (0, 1]")
         if self.batch_size < 1 or self.num_negatives < 1 or self.kmeans_iters < 0:
-            raise ValueError("batch_size >= 1, num_negatives >= 1, kmeans_iters >= 0 required")
+            raise ConfigError("batch_size >= 1, num_negatives >= 1, kmeans_iters >= 0 required")
         if self.steps is not None and self.steps < 0:
-            raise ValueError(f"steps must be >= 0 or null, got {self.steps}")
+            raise ConfigError(f"steps must be >= 0 or null, got {self.steps}")
         if not math.isfinite(self.epochs) or self.epochs < 0 or self.min_steps < 0:
-            raise ValueError("epochs and min_steps must be >= 0")
+            raise ConfigError("epochs and min_steps must be >= 0")
         if self.steps is not None and (self.epochs != _EPOCHS or self.min_steps != _MIN_STEPS):
-            raise ValueError(
+            raise ConfigError(
                 f"set either steps (a fixed budget, now {self.steps}) or epochs/min_steps "
                 "(a budget that scales with the table), not both"
             )
         if self.lr <= 0:
-            raise ValueError("lr must be > 0")
+            raise ConfigError("lr must be > 0")
         if self.dead_code_steps < 0 or self.select_every < 0:
-            raise ValueError("dead_code_steps and select_every must be >= 0")
+            raise ConfigError("dead_code_steps and select_every must be >= 0")
 
     def budget(self, rows: int) -> tuple[int, int]:
         """``(steps, batch)`` for a table of ``rows`` rows.
@@ -294,10 +294,10 @@ def fit_codes(
     n, d = x.shape
     dev = x.device
     if cfg.quantizer == "pq" and d % m:
-        raise ValueError(f"M={m} must divide the encoder output width {d}")
+        raise ConfigError(f"num_subspaces={m} must divide the embedding width {d} (quantizer pq)")
     steps, batch = cfg.budget(n)
     if cfg.select_every > 0 and steps > 0 and score is None:
-        raise ValueError("code_learning.select_every needs a score function (the plug-in AUC)")
+        raise ConfigError("code_learning.select_every needs a score function (the plug-in AUC)")
     torch.manual_seed(seed)
     gen = torch.Generator(device=dev).manual_seed(seed)
     w = popularity_weights(counts.cpu(), cfg.weighting).to(dev)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ctrzip.compression.finetune import FinetuneResult, guarded_finetune
-from ctrzip.config import track_set_fields
+from ctrzip.config import ConfigError, track_set_fields
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.models.base import CTRModel, build_model
 from ctrzip.nn.embedding.base import EmbeddingTable
@@ -64,11 +64,11 @@ class StageTwoConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.lr <= 0 or self.batch_size < 1 or self.early_stop_patience < 1:
-            raise ValueError("epochs, batch_size, early_stop_patience must be >= 1 and lr > 0")
+            raise ConfigError("epochs, batch_size, early_stop_patience must be >= 1 and lr > 0")
         for name in ("max_steps", "eval_every_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1 or null")
+                raise ConfigError(f"{name} must be >= 1 or null")
 
 
 # MECConfig's two stages: the ``finetune`` (low lr, ~1 epoch) and ``retrain`` (from scratch) presets.

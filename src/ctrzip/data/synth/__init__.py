@@ -2,10 +2,11 @@
 
 Modules: ``hashing`` (stateless per-id randomness), ``popularity`` (truncated power laws and
 their refit), ``layouts`` (fields of each kind), ``teacher`` (the label model), ``sampler``
-(rows per chunk), ``writer`` (raw text), ``generate`` (the driver), ``cli``.
+(rows per chunk), ``writer`` (raw text), ``driver`` (``generate``, the driver; named so that
+``ctrzip.data.synth.generate`` stays the function), ``cli``.
 """
 
-from ctrzip.data.synth.generate import SynthReport, build_plan, generate, make_chunk, rank_auc
+from ctrzip.data.synth.driver import SynthReport, build_plan, generate, make_chunk, rank_auc
 from ctrzip.data.synth.layouts import LAYOUTS, get_layout
 from ctrzip.data.synth.popularity import PowerLaw, refit
 from ctrzip.data.synth.teacher import TeacherConfig

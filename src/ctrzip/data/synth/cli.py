@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ctrzip.data.synth.generate import generate
+from ctrzip.data.synth.driver import generate
 from ctrzip.data.synth.layouts import LAYOUTS
 from ctrzip.data.synth.teacher import TeacherConfig
 
