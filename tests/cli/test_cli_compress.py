@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import ctrzip
 from ctrzip.cli.compress import (
     format_ratio,
     method_config,
@@ -262,3 +263,26 @@ def test_unused_keys_of_the_defaults(name: str, expected: set[str]) -> None:
     from ctrzip.cli.compress import ignored_settings
 
     assert set(ignored_settings(method_config(name, {}))) == expected
+
+
+def test_budget_mb_on_the_command_line(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    from ctrzip.compression.sizes import size_report
+    from ctrzip.export import artifact_sizes
+
+    model, enc = trained
+    total = size_report(ctrzip.load(model))["total"]["bytes"]
+    budget = 0.5 * total / 2**20
+    out = tmp_path / "b"
+    args = ["compress", "-m", str(model), "-d", str(enc), "-o", str(out), "--budget-mb", str(budget)]
+    res = runner.invoke(app, [*args, "--set", "calib_rows=1000"])
+    assert res.exit_code == 0, res.output
+    assert artifact_sizes(out)["tensor_bytes"] <= budget * 2**20
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["compression_log"][-1]["method"] == "budget"
+    assert manifest["compression_log"][-1]["config"]["mb"] == pytest.approx(budget)
+    # a goal and another method contradict each other; no goal and no method is refused too
+    for extra in (["--method", "mec"], []):
+        bad = [a for a in args if a not in ("--budget-mb", str(budget))] + extra
+        res = runner.invoke(app, [*bad, "--overwrite"] + (["--budget-mb", "1"] if extra else []))
+        assert res.exit_code == 2
+        assert ("drop --method mec" if extra else "give --method NAME") in res.output

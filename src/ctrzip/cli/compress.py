@@ -47,18 +47,27 @@ def register(app: typer.Typer) -> None:
 
 
 def compress_cmd(
-    method: str = typer.Option(..., "--method", help=f"method or MEC variant: {', '.join(method_names())}"),
+    method: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--method", help=f"method or MEC variant: {', '.join(method_names())}"
+    ),
     model: Path = typer.Option(..., "--model", "-m", help="trained model artifact folder"),
     data: Path = typer.Option(..., "--data", "-d", help="encoded dataset folder"),
     out: Path = typer.Option(..., "--out", "-o", help="folder for the compressed artifact"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="method config YAML"),  # noqa: UP045
     set_: Optional[list[str]] = typer.Option(None, "--set", help="override, e.g. num_subspaces=4"),  # noqa: UP045
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing artifact at --out"),
+    budget_mb: Optional[float] = typer.Option(  # noqa: UP045
+        None, "--budget-mb", help="whole-model size goal in MB (2^20 B): method budget with mb=..."
+    ),
+    max_auc_loss: Optional[float] = typer.Option(  # noqa: UP045
+        None, "--max-auc-loss", help="smallest model within this validation-AUC loss: method budget"
+    ),
 ) -> None:
     """Compress a trained model with a method, evaluate it and save the compressed artifact.
 
     --out must not exist yet (or be empty); an existing artifact there (the --model itself
-    included) is replaced only with --overwrite.
+    included) is replaced only with --overwrite. --budget-mb B (or --max-auc-loss L) is
+    --method budget --set mb=B (max_auc_loss=L).
     """
     from ctrzip.compression import compress
     from ctrzip.compression.sizes import size_report
@@ -72,6 +81,15 @@ def compress_cmd(
             "with the compressed one, or choose another --out"
         )
     check_destination(out, overwrite)  # before any work: never replace an artifact unasked
+    set_ = list(set_ or [])
+    goals = {"mb": budget_mb, "max_auc_loss": max_auc_loss}
+    if any(v is not None for v in goals.values()):
+        if method not in (None, "budget"):
+            raise ConfigError(f"--budget-mb/--max-auc-loss select method budget; drop --method {method}")
+        method = "budget"
+        set_ += [f"{k}={v}" for k, v in goals.items() if v is not None]
+    if method is None:
+        raise ConfigError("give --method NAME, or a goal: --budget-mb MB or --max-auc-loss L")
     raw = read_config(config, set_)
     cfg = method_config(method, raw, source=str(config) if config else method)
     check_ignored_settings(cfg, raw, list(set_ or []), str(config) if config else method)

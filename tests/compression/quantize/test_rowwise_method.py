@@ -63,7 +63,7 @@ def test_nothing_shrinks_is_an_error(data) -> None:  # type: ignore[no-untyped-d
 def test_listed_field_that_cannot_shrink_is_refused(data) -> None:  # type: ignore[no-untyped-def]
     model = make_model("deepfm")
     ctrzip.compress(model, Int8Config(fields=("user",)), data)
-    with pytest.raises(CompressionError, match="'user' cannot be compressed: already compressed"):
+    with pytest.raises(CompressionError, match="'user' listed in fields cannot be compressed: already compressed"):
         ctrzip.compress(model, Int4Config(fields=("user",)), data)
 
 

@@ -12,10 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
-from ctrzip.compression.api import CompressionMethod, MetricsReport, TargetDecision, register_method
-from ctrzip.compression.sizes import size_report
+from ctrzip.compression.api import CompressionMethod, TargetDecision, register_method
+from ctrzip.compression.posttraining import swap_and_report
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.data.loader import resolve_device
 from ctrzip.errors import CompressionError
@@ -109,43 +107,25 @@ class Mixed(CompressionMethod[MixedConfig]):
     """Swap the planned fields' float tables for ``BandedTable``s; no training."""
 
     def run(self, model: CTRModel, data: EncodedDataset | None) -> dict[str, Any]:
-        from ctrzip.train import evaluate
-
         cfg = self.config
         dev = resolve_device(cfg.device)
         model.to(dev)
         decisions = _check(model, cfg, data)
 
-        def score() -> dict[str, float] | None:
-            if data is None or cfg.eval_split is None:
-                return None
-            return evaluate(model, data[cfg.eval_split], batch_size=cfg.batch_size, device=dev)
+        def build(name: str) -> Any:
+            def make(old: Any) -> BandedTable:
+                counts = data.counts[name] if cfg.use_counts and data is not None else None
+                pad = getattr(old, "padding_idx", 0)
+                return BandedTable.from_dense(
+                    old.materialize().float(), counts, cfg.plans[name], pad, name=name
+                )
 
-        bytes_before = size_report(model)["total"]["bytes"]
-        metrics = MetricsReport(before=score())
-        errors: dict[str, float] = {}
-        bands: dict[str, list[dict[str, Any]]] = {}
-        for name, plan in cfg.plans.items():
-            old = model.embedding.tables[name]
-            weight = old.materialize().float()
-            counts = data.counts[name] if cfg.use_counts and data is not None else None
-            new = BandedTable.from_dense(weight, counts, plan, getattr(old, "padding_idx", 0), name=name).to(
-                dev
-            )
-            with torch.no_grad():
-                num = (new.materialize() - weight).pow(2).sum()
-                errors[f"embedding.tables.{name}"] = float(num / weight.pow(2).sum().clamp_min(1e-30))
-            bands[f"embedding.tables.{name}"] = new.band_report()
-            model.embedding.tables[name] = new
-        metrics["direct"] = score()
-        metrics["final"] = metrics["direct"]
-        after = size_report(model)["total"]["bytes"]
-        return {
-            "targets": decisions,
-            "bands": bands,
-            "weights": "training counts" if cfg.use_counts else "uniform",
-            "relative_error": errors,
-            "metrics": metrics,
-            "bytes": {"before": bytes_before, "after": after},
-            "ratio": bytes_before / max(1, after),
-        }
+            return make
+
+        builds = {f"embedding.tables.{name}": build(name) for name in cfg.plans}
+        report = swap_and_report(
+            model, data, builds, decisions, eval_split=cfg.eval_split, batch_size=cfg.batch_size, device=dev
+        )
+        bands = {fqn: model.get_submodule(fqn).band_report() for fqn in builds}  # type: ignore[operator]
+        weights = "training counts" if cfg.use_counts else "uniform"
+        return {**report, "bands": bands, "weights": weights}

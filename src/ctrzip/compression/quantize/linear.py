@@ -14,15 +14,15 @@ from typing import Any
 
 from torch import nn
 
-from ctrzip.compression.api import CompressionMethod, MetricsReport, TargetDecision, register_method
+from ctrzip.compression.api import CompressionMethod, register_method
+from ctrzip.compression.posttraining import swap_and_report
 from ctrzip.compression.select import match
-from ctrzip.compression.sizes import size_report
+from ctrzip.compression.shrink import compressed, decide, not_smaller, refuse_listed, require_some
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.data.loader import resolve_device
 from ctrzip.errors import CompressionError
 from ctrzip.models.base import CTRModel
 from ctrzip.nn.int8_linear import Int8Linear
-from ctrzip.nn.swappable import replace_module
 
 
 @dataclass
@@ -62,8 +62,6 @@ class LinearInt8(CompressionMethod[LinearInt8Config]):
     """Swap plain ``nn.Linear`` layers for ``Int8Linear``; no training."""
 
     def run(self, model: CTRModel, data: EncodedDataset | None) -> dict[str, Any]:
-        from ctrzip.train import evaluate
-
         cfg = self.config
         dev = resolve_device(cfg.device)
         model.to(dev)
@@ -75,51 +73,15 @@ class LinearInt8(CompressionMethod[LinearInt8Config]):
                     f"linear_int8: layers {missing} match no nn.Linear (have: {', '.join(linears) or 'none'})"
                 )
             linears = {n: linears[n] for n in match(linears, cfg.layers)}
-        decisions: list[TargetDecision] = []
-        plan: list[str] = []
+        decisions = []
         for fqn, m in linears.items():
             before, after = _linear_bytes(m), _int8_bytes(m)
-            reason = "" if after < before else f"int8 would not be smaller: {after:,} B >= {before:,} B"
+            reason = not_smaller("int8 weights", before, after)
             if reason and cfg.layers is not None:
-                raise CompressionError(f"linear_int8: layer {fqn!r} cannot be compressed: {reason}")
-            decisions.append(
-                TargetDecision(
-                    target=fqn,
-                    kind="linear",
-                    action="kept" if reason else "compressed",
-                    reason=reason,
-                    bytes_before=before,
-                    bytes_after=before if reason else after,
-                )
-            )
-            if not reason:
-                plan.append(fqn)
-        if not plan:
-            raise CompressionError(
-                "linear_int8: nothing would be compressed (no plain nn.Linear that shrinks)"
-            )
-
-        def score() -> dict[str, float] | None:
-            if data is None or cfg.eval_split is None:
-                return None
-            return evaluate(model, data[cfg.eval_split], batch_size=cfg.batch_size, device=dev)
-
-        bytes_before = size_report(model)["total"]["bytes"]
-        metrics = MetricsReport(before=score())
-        errors: dict[str, float] = {}
-        for fqn in plan:
-            old = linears[fqn]
-            new = Int8Linear.from_linear(old)
-            w = old.weight.detach().float()
-            errors[fqn] = float((new.weight - w).norm() / w.norm().clamp_min(1e-30))
-            replace_module(model, fqn, new)
-        metrics["direct"] = score()
-        metrics["final"] = metrics["direct"]
-        after = size_report(model)["total"]["bytes"]
-        return {
-            "targets": decisions,
-            "relative_error": errors,
-            "metrics": metrics,
-            "bytes": {"before": bytes_before, "after": after},
-            "ratio": bytes_before / max(1, after),
-        }
+                raise refuse_listed(self.key, "layers", fqn, reason)
+            decisions.append(decide(fqn, "linear", before, after, reason))
+        require_some(self.key, decisions, "only Linear layers with more than one input shrink")
+        builds = {d["target"]: Int8Linear.from_linear for d in compressed(decisions)}
+        return swap_and_report(
+            model, data, builds, decisions, eval_split=cfg.eval_split, batch_size=cfg.batch_size, device=dev
+        )

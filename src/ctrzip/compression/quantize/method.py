@@ -12,11 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch
-
-from ctrzip.compression.api import CompressionMethod, MetricsReport, TargetDecision, register_method
+from ctrzip.compression.api import CompressionMethod, TargetDecision, register_method
+from ctrzip.compression.posttraining import swap_and_report
 from ctrzip.compression.select import tables
-from ctrzip.compression.sizes import size_report
+from ctrzip.compression.shrink import compressed, decide, not_smaller, refuse_listed, require_some
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.data.loader import resolve_device
 from ctrzip.errors import CompressionError
@@ -24,7 +23,6 @@ from ctrzip.models.base import CTRModel
 from ctrzip.nn.embedding.base import DenseTable
 from ctrzip.nn.embedding.field import FieldEmbedding
 from ctrzip.nn.embedding.rowwise import BITS, RowwiseQuantTable, row_bytes
-from ctrzip.nn.swappable import replace_module
 
 
 @dataclass
@@ -121,71 +119,33 @@ class _Rowwise(CompressionMethod[RowwiseConfig]):
     """Swap float tables for ``RowwiseQuantTable``; no training."""
 
     def run(self, model: CTRModel, data: EncodedDataset | None) -> dict[str, Any]:
-        from ctrzip.train import evaluate
-
         cfg = self.config
         dev = resolve_device(cfg.device)
         model.to(dev)
-        plan: list[tuple[str, FieldEmbedding, str]] = []
         decisions: list[TargetDecision] = []
         for fqn, fe, name, listed in _targets(model, cfg):
             old = fe.tables[name]
             before = old.nbytes()
             after = old.num_embeddings * row_bytes(old.embedding_dim, cfg.bits)
-            reason = ""
+            reason = not_smaller(f"{cfg.bits}-bit rows", before, after)
             if type(old) is not DenseTable:
-                reason = (
-                    f"already compressed ({type(old).__name__}); row-wise quantization takes float tables"
-                )
-            elif after >= before:
-                reason = f"{cfg.bits}-bit rows would not be smaller: {after:,} B >= {before:,} B"
+                reason = f"already compressed ({type(old).__name__}); rowwise takes float tables"
             if reason and listed:
-                raise CompressionError(f"rowwise: field {name!r} cannot be compressed: {reason}")
-            decisions.append(
-                TargetDecision(
-                    target=fqn,
-                    kind="table",
-                    action="kept" if reason else "compressed",
-                    reason=reason,
-                    bytes_before=before,
-                    bytes_after=before if reason else after,
-                )
+                raise refuse_listed(self.key, "fields", name, reason)
+            decisions.append(decide(fqn, "table", before, after, reason))
+        require_some(
+            self.key, decisions, "row-wise rows must be smaller than the float rows: list float tables"
+        )
+        builds = {
+            d["target"]: lambda old: RowwiseQuantTable.from_dense(
+                old.materialize(), cfg.bits, getattr(old, "padding_idx", 0), cfg.optimized_qparams
             )
-            if not reason:
-                plan.append((fqn, fe, name))
-        if not plan:
-            why = "; ".join(f"{d['target']}: {d['reason']}" for d in decisions) or "no tables selected"
-            raise CompressionError(f"rowwise ({cfg.bits}-bit): nothing would be compressed ({why})")
-
-        def score() -> dict[str, float] | None:
-            if data is None or cfg.eval_split is None:
-                return None
-            return evaluate(model, data[cfg.eval_split], batch_size=cfg.batch_size, device=dev)
-
-        bytes_before = size_report(model)["total"]["bytes"]
-        metrics = MetricsReport(before=score())
-        errors: dict[str, float] = {}
-        for fqn, fe, name in plan:
-            old = fe.tables[name]
-            weight = old.materialize()
-            new = RowwiseQuantTable.from_dense(
-                weight, cfg.bits, getattr(old, "padding_idx", 0), cfg.optimized_qparams
-            ).to(dev)
-            with torch.no_grad():
-                num = (new.materialize() - weight.float()).pow(2).sum()
-                errors[fqn] = float(num / weight.float().pow(2).sum().clamp_min(1e-30))
-            replace_module(model, fqn, new)
-        metrics["direct"] = score()
-        metrics["final"] = metrics["direct"]
-        after = size_report(model)["total"]["bytes"]
-        return {
-            "bits": cfg.bits,
-            "targets": decisions,
-            "relative_error": errors,
-            "metrics": metrics,
-            "bytes": {"before": bytes_before, "after": after},
-            "ratio": bytes_before / max(1, after),
+            for d in compressed(decisions)
         }
+        report = swap_and_report(
+            model, data, builds, decisions, eval_split=cfg.eval_split, batch_size=cfg.batch_size, device=dev
+        )
+        return {"bits": cfg.bits, **report}
 
 
 @register_method("rowwise", RowwiseConfig)
