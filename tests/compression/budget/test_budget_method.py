@@ -94,3 +94,27 @@ def test_loss_mode_meets_a_generous_cap(setup) -> None:  # type: ignore[no-untyp
 def test_bad_config_refused(kwargs, message) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(CompressionError, match=message):
         BudgetConfig(**kwargs)
+
+
+def test_head_size_and_banded_candidates_are_exact() -> None:
+    from ctrzip.compression.budget.candidates import head_size, table_candidates
+    from ctrzip.nn.embedding.base import DenseTable
+
+    v = 500
+    counts = torch.zeros(v)
+    counts[1:-1] = 1000.0 / torch.arange(1, v - 1).float() ** 1.2  # ids sorted by frequency
+    h = head_size(counts, 0.8)
+    share = counts[1:h].sum() / counts[1:-1].sum()
+    assert share >= 0.8 > counts[1 : h - 1].sum() / counts[1:-1].sum()  # the smallest such head
+    table = DenseTable.from_tensor(torch.randn(v, 8, generator=torch.Generator().manual_seed(0)))
+    cands = table_candidates(table, counts, bits=(), bands=(0.8,))
+    banded = [c for c in cands if c.name.startswith("bands@0.8")]
+    assert len(banded) == 4
+    for c in banded:
+        built = c.build()
+        assert built.nbytes() == c.nbytes < table.nbytes()
+        stored = sum(t.numel() * t.element_size() for t in built.state_dict().values())
+        assert stored == c.nbytes
+    # one shared tail vector loses more than a 256-word PQ tail under the same int8 head
+    err = {c.name.split(" ")[1]: c.error for c in banded}
+    assert err["rowwisebits8+sharedS1"] > err["rowwisebits8+pqM1K256"] > err["rowwisebits8+pqM2K256"]

@@ -5,8 +5,10 @@ the built module, so the allocator's arithmetic is the saved artifact's) and, fo
 its count-weighted relative reconstruction error over the field's real ids
 ``sum_i c_i ||x_i - x^_i||^2 / sum_i c_i ||x_i||^2`` (ids weighted by training frequency,
 i.e. by how often a lookup meets them). Tables: float (kept), row-wise fp16/int8/int4/int2,
-and product quantization fitted by count-weighted k-means (the MEC paper's weighted-k-means
-baseline; Jegou et al. 2011 for PQ) at several (M, K).
+product quantization fitted by count-weighted k-means (the MEC paper's weighted-k-means
+baseline; Jegou et al. 2011 for PQ) at several (M, K), and mixed-precision popularity bands
+(``BandedTable``: the head ids that serve most lookups at row-wise precision, the tail as PQ
+or one shared vector).
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ import torch
 from torch import Tensor, nn
 
 from ctrzip.compression.mec.kmeans import weighted_kmeans
+from ctrzip.errors import CompressionError
+from ctrzip.nn.embedding.banded import BandedTable
+from ctrzip.nn.embedding.bands import BandSpec, validate_plan
 from ctrzip.nn.embedding.base import EmbeddingTable
 from ctrzip.nn.embedding.pq import PQFit, PQTable
 from ctrzip.nn.embedding.rowwise import RowwiseQuantTable
@@ -67,6 +72,7 @@ def table_candidates(
     *,
     bits: Sequence[int] = (16, 8, 4, 2),
     pq: Sequence[tuple[int, int]] = (),
+    bands: Sequence[float] = (),
     seed: int = 0,
 ) -> list[Candidate]:
     """The float table plus its row-wise and PQ forms that are smaller than it.
@@ -76,6 +82,7 @@ def table_candidates(
         counts: ``[V]`` training frequency of each id.
         bits: row-wise widths to offer.
         pq: ``(M, K)`` settings to offer (M must divide D, K < number of real ids).
+        bands: head shares of lookups for the popularity-banded candidates (``BAND_PAIRS``).
         seed: k-means seed.
     """
     weight = table.materialize()
@@ -96,6 +103,46 @@ def table_candidates(
         if d % m == 0 and k < v - 2:
             fit = _fit_pq(weight, counts, m, k, seed)
             add(f"pq M={m} K={k}", lambda fit=fit: PQTable.from_dense(table, fit))
+    for share in bands:
+        for name, plan in band_plans(v, counts, share):
+            try:
+                validate_plan(plan, v, d, name)
+            except CompressionError:
+                continue  # e.g. a tail smaller than its codebook: not a candidate here
+            add(name, lambda plan=plan: BandedTable.from_dense(weight, counts, plan, pad))
+    return out
+
+
+def head_size(counts: Tensor, share: float) -> int:
+    """Ids ``1 .. h-1`` serve ``share`` of the real ids' lookups (ids sorted by frequency); h >= 2."""
+    real = counts[1:-1].double().clamp_min(0)
+    total = float(real.sum())
+    if total <= 0:
+        return 2
+    reach = int(torch.searchsorted(real.cumsum(0), torch.tensor(share * total, dtype=torch.float64)))
+    return min(max(reach + 2, 2), counts.numel() - 1)
+
+
+# (head representation, tail representation) of the banded candidates; the head serves
+# ``head_share`` of lookups, the OOV row stays float (it stands for every unseen id)
+BAND_PAIRS: tuple[tuple[tuple[str, dict], tuple[str, dict]], ...] = (
+    (("rowwise", {"bits": 8}), ("pq", {"M": 2, "K": 256})),
+    (("rowwise", {"bits": 8}), ("pq", {"M": 1, "K": 256})),
+    (("rowwise", {"bits": 4}), ("pq", {"M": 1, "K": 16})),
+    (("rowwise", {"bits": 8}), ("shared", {"S": 1})),
+)
+
+
+def band_plans(v: int, counts: Tensor, head_share: float) -> list[tuple[str, list[BandSpec]]]:
+    """Two-band plans (head by popularity, tail, float OOV row) named ``head+tail``."""
+    h = head_size(counts, head_share)
+    if h >= v - 1:
+        return []
+    out = []
+    for (hr, hp), (tr, tp) in BAND_PAIRS:
+        label = "+".join(f"{r}{''.join(f'{k}{x}' for k, x in p.items())}" for r, p in ((hr, hp), (tr, tp)))
+        plan = [BandSpec(0, h, hr, hp), BandSpec(h, v - 1, tr, tp), BandSpec(v - 1, v, "float")]
+        out.append((f"bands@{head_share:g} {label}", plan))
     return out
 
 

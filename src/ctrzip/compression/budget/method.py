@@ -53,6 +53,7 @@ class BudgetConfig:
             much below the uncompressed model's (e.g. 0.001).
         bits: row-wise widths offered to tables (16 = fp16).
         pq: product-quantization settings offered to tables, as ``"MxK"`` strings.
+        bands: head shares of lookups for the popularity-banded table candidates (empty: none).
         dense_network: offer int8 weights for every plain ``nn.Linear``.
         calib_rows: validation rows used by the calibration passes (the verify pass uses all).
         eval_split: split used for calibration and verification.
@@ -70,6 +71,7 @@ class BudgetConfig:
     max_auc_loss: float | None = None
     bits: tuple[int, ...] = (16, 8, 4, 2)
     pq: tuple[str, ...] = ("4x256", "2x256", "1x256")
+    bands: tuple[float, ...] = (0.8, 0.95)
     dense_network: bool = True
     calib_rows: int = 200_000
     eval_split: str = "valid"
@@ -86,6 +88,8 @@ class BudgetConfig:
             raise CompressionError(f"budget: mb must be > 0, got {self.mb}")
         if self.max_auc_loss is not None and self.max_auc_loss < 0:
             raise CompressionError(f"budget: max_auc_loss must be >= 0, got {self.max_auc_loss}")
+        if any(not 0.0 < b < 1.0 for b in self.bands):
+            raise CompressionError(f"budget: bands are shares of lookups in (0, 1), got {list(self.bands)}")
         if self.calib_rows < 1000:
             raise CompressionError(f"budget: calib_rows must be >= 1000, got {self.calib_rows}")
         self.pq_settings()
@@ -195,7 +199,7 @@ def _targets(model: CTRModel, data: EncodedDataset, cfg: BudgetConfig) -> list[_
         if type(table) is not DenseTable:
             continue  # already compressed by another method: left as it is
         counts = _counts(data, name, table.num_embeddings)
-        cands = table_candidates(table, counts, bits=cfg.bits, pq=pq, seed=cfg.seed)
+        cands = table_candidates(table, counts, bits=cfg.bits, pq=pq, bands=cfg.bands, seed=cfg.seed)
         fqn = f"embedding.tables.{name}"
         out.append(_Target(fqn, "table", cands, _table_swap(model, fqn)))
     first = [
