@@ -16,6 +16,7 @@ tensors, which are what ``ctrzip.save`` writes).
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +57,8 @@ class BudgetConfig:
         bands: head shares of lookups for the popularity-banded table candidates (empty: none).
         dense_network: offer int8 weights for every plain ``nn.Linear``.
         calib_rows: validation rows used by the calibration passes (the verify pass uses all).
+        calib_share: the largest targets holding this share of the compressible bytes get a
+            calibration pass each; the others use the median slope of those.
         eval_split: split used for calibration and verification.
         refine: re-plans allowed in loss mode when the measured loss misses the cap.
         batch_size: rows per evaluation forward.
@@ -73,7 +76,8 @@ class BudgetConfig:
     pq: tuple[str, ...] = ("4x256", "2x256", "1x256")
     bands: tuple[float, ...] = (0.8, 0.95)
     dense_network: bool = True
-    calib_rows: int = 200_000
+    calib_rows: int = 100_000
+    calib_share: float = 0.95
     eval_split: str = "valid"
     refine: int = 2
     batch_size: int = 8192
@@ -90,6 +94,8 @@ class BudgetConfig:
             raise CompressionError(f"budget: max_auc_loss must be >= 0, got {self.max_auc_loss}")
         if any(not 0.0 < b < 1.0 for b in self.bands):
             raise CompressionError(f"budget: bands are shares of lookups in (0, 1), got {list(self.bands)}")
+        if not 0.0 < self.calib_share <= 1.0:
+            raise CompressionError(f"budget: calib_share must be in (0, 1], got {self.calib_share}")
         if self.calib_rows < 1000:
             raise CompressionError(f"budget: calib_rows must be >= 1000, got {self.calib_rows}")
         self.pq_settings()
@@ -144,7 +150,7 @@ class Budget(CompressionMethod[BudgetConfig]):
                 f"model is {smallest:,} B ({smallest / MB:.3f} MB)"
             )
         before = evaluate(model, valid, batch_size=cfg.batch_size, device=dev)
-        losses = _calibrate(targets, auc(calib), lambda: auc(calib))
+        losses = _calibrate(targets, auc(calib), lambda: auc(calib), cfg.calib_share)
         options = {
             t.name: [Option(c.name, c.nbytes, losses[t.name][i]) for i, c in enumerate(t.candidates)]
             for t in targets
@@ -273,22 +279,32 @@ def _linear_group(model: CTRModel, linears: list[tuple[str, nn.Linear]]) -> _Tar
     return _group("network", "linear", "int8", [(swapper(f, m), linear_candidates(m)) for f, m in linears])
 
 
-def _calibrate(targets: list[_Target], base: float, score: Any) -> dict[str, list[float]]:
-    """Predicted AUC loss of every candidate: ``k * error`` with ``k`` from one plug-in pass."""
-    losses: dict[str, list[float]] = {}
-    for t in targets:
-        if len(t.candidates) == 1:
-            losses[t.name] = [0.0]
-            continue
+def _calibrate(targets: list[_Target], base: float, score: Any, share: float) -> dict[str, list[float]]:
+    """Predicted AUC loss of every candidate: ``k * error``.
+
+    ``k`` comes from one plug-in pass of the target's most aggressive candidate, for the
+    largest targets holding ``share`` of the compressible bytes; the small rest borrow the
+    median ``k`` of those (a pass each would cost more than their bytes can matter).
+    """
+    movable = sorted((t for t in targets if len(t.candidates) > 1), key=lambda t: -t.candidates[0].nbytes)
+    total = sum(t.candidates[0].nbytes for t in movable)
+    losses: dict[str, list[float]] = {t.name: [0.0] for t in targets if len(t.candidates) == 1}
+    slopes: list[float] = []
+    seen = 0
+    for t in movable:
         ref = max(range(1, len(t.candidates)), key=lambda i: t.candidates[i].error)
-        t.swap(t.candidates[ref])
-        drop = max(base - score(), 0.0)
-        t.swap(t.candidates[0])
         err = t.candidates[ref].error
-        k = drop / err if err > 0 else 0.0
+        if seen >= share * total and slopes:
+            k = statistics.median(slopes)
+        else:
+            t.swap(t.candidates[ref])
+            drop = max(base - score(), 0.0)
+            t.swap(t.candidates[0])
+            k = drop / err if err > 0 else 0.0
+            slopes.append(k)
+        seen += t.candidates[0].nbytes
         # a small floor per unit of error keeps ties broken toward the more accurate option
         losses[t.name] = [k * c.error + 1e-9 * c.error for c in t.candidates]
-        losses[t.name][ref] = drop
     return losses
 
 
