@@ -260,5 +260,8 @@ def fields_set(obj: Any) -> frozenset[str]:
 
 
 def overlay(preset: C, given: C) -> C:
-    """``preset`` with the fields the caller set on ``given`` (see ``track_set_fields``)."""
+    """``preset`` with the fields the caller set on ``given`` (see ``track_set_fields``); a mapping
+    ``given`` (``code_learning={"steps": 100}`` in Python) is checked and merged the same way."""
+    if isinstance(given, dict):
+        return from_dict(type(preset), given, base=preset)
     return dataclasses.replace(preset, **{n: getattr(given, n) for n in fields_set(given)})  # type: ignore[type-var]
