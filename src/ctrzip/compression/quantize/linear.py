@@ -16,6 +16,7 @@ from torch import nn
 
 from ctrzip.compression.api import CompressionMethod, MetricsReport, TargetDecision, register_method
 from ctrzip.compression.select import match
+from ctrzip.compression.shrink import decide, not_smaller, require_some
 from ctrzip.compression.sizes import size_report
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.data.loader import resolve_device
@@ -79,25 +80,13 @@ class LinearInt8(CompressionMethod[LinearInt8Config]):
         plan: list[str] = []
         for fqn, m in linears.items():
             before, after = _linear_bytes(m), _int8_bytes(m)
-            reason = "" if after < before else f"int8 would not be smaller: {after:,} B >= {before:,} B"
+            reason = not_smaller("int8", before, after)
             if reason and cfg.layers is not None:
                 raise CompressionError(f"linear_int8: layer {fqn!r} cannot be compressed: {reason}")
-            decisions.append(
-                TargetDecision(
-                    target=fqn,
-                    kind="linear",
-                    action="kept" if reason else "compressed",
-                    reason=reason,
-                    bytes_before=before,
-                    bytes_after=before if reason else after,
-                )
-            )
+            decisions.append(decide(fqn, "linear", before, after, reason))
             if not reason:
                 plan.append(fqn)
-        if not plan:
-            raise CompressionError(
-                "linear_int8: nothing would be compressed (no plain nn.Linear that shrinks)"
-            )
+        require_some("linear_int8", decisions, "only plain nn.Linear layers that shrink are quantized")
 
         def score() -> dict[str, float] | None:
             if data is None or cfg.eval_split is None:

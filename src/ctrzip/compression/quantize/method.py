@@ -16,6 +16,7 @@ import torch
 
 from ctrzip.compression.api import CompressionMethod, MetricsReport, TargetDecision, register_method
 from ctrzip.compression.select import tables
+from ctrzip.compression.shrink import decide, not_smaller, require_some
 from ctrzip.compression.sizes import size_report
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.data.loader import resolve_device
@@ -132,30 +133,17 @@ class _Rowwise(CompressionMethod[RowwiseConfig]):
             old = fe.tables[name]
             before = old.nbytes()
             after = old.num_embeddings * row_bytes(old.embedding_dim, cfg.bits)
-            reason = ""
+            reason = not_smaller(f"{cfg.bits}-bit rows", before, after)
             if type(old) is not DenseTable:
                 reason = (
                     f"already compressed ({type(old).__name__}); row-wise quantization takes float tables"
                 )
-            elif after >= before:
-                reason = f"{cfg.bits}-bit rows would not be smaller: {after:,} B >= {before:,} B"
             if reason and listed:
                 raise CompressionError(f"rowwise: field {name!r} cannot be compressed: {reason}")
-            decisions.append(
-                TargetDecision(
-                    target=fqn,
-                    kind="table",
-                    action="kept" if reason else "compressed",
-                    reason=reason,
-                    bytes_before=before,
-                    bytes_after=before if reason else after,
-                )
-            )
+            decisions.append(decide(fqn, "table", before, after, reason))
             if not reason:
                 plan.append((fqn, fe, name))
-        if not plan:
-            why = "; ".join(f"{d['target']}: {d['reason']}" for d in decisions) or "no tables selected"
-            raise CompressionError(f"rowwise ({cfg.bits}-bit): nothing would be compressed ({why})")
+        require_some(f"rowwise ({cfg.bits}-bit)", decisions, "list float tables whose quantized rows shrink")
 
         def score() -> dict[str, float] | None:
             if data is None or cfg.eval_split is None:
