@@ -298,3 +298,11 @@ def test_unused_keys_of_the_defaults(name: str, expected: set[str]) -> None:
     from ctrzip.cli.compress import ignored_settings
 
     assert set(ignored_settings(method_config(name, {}))) == expected
+
+
+def test_metric_tables_show_the_row_count_as_a_whole_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    wide = Console(width=120, record=True, file=io.StringIO())
+    monkeypatch.setattr(common, "console", wide)
+    common.print_table("metrics", [{"split": "valid", "auc": 0.74361, "logloss": 0.5, "n": 2006.0}])
+    cells = [c.strip() for c in wide.export_text().splitlines()[-2].split("│")[1:-1]]
+    assert cells == ["valid", "0.7436", "0.5000", "2,006"]

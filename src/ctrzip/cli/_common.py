@@ -114,8 +114,15 @@ def print_table(title: str, rows: list[dict[str, Any]]) -> None:
     for i, col in enumerate(rows[0]):
         table.add_column(str(col), no_wrap=i == 0)  # the row's name (a target, a split) stays whole
     for row in rows:
-        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()])
+        table.add_row(*[_cell(k, v) for k, v in row.items()])
     console.print(table)
+
+
+def _cell(key: str, value: Any) -> str:
+    """Metrics with 4 decimals; a row count ``n`` (a float in metric dicts) as a whole number."""
+    if key == "n" and isinstance(value, float) and value.is_integer():
+        return f"{value:,.0f}"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 __all__ = [
