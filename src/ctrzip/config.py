@@ -123,12 +123,21 @@ def from_dict(
         key_path = f"{path}.{key}" if path else str(key)
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f"; did you mean {close[0]}?" if close else ""
+            hint = f"; did you mean {close[0]}?" if close else f"; its fields: {', '.join(fields)}"
             raise ConfigError(f"{_where(source, key_path)} is not a field of {cls.__name__}{hint}")
         # merged onto an explicit base only: a field's own default may hold values its
         # __post_init__ filled for another setting (a preset is kept by ``overlay`` instead)
         current = _current(fields[key], base) if isinstance(value, dict) and base is not None else None
         kwargs[key] = _convert(value, hints[key], source, key_path, current)
+    if base is None:  # name a missing required key rather than Python's __init__ TypeError
+        no_default = dataclasses.MISSING
+        required = [
+            n for n, f in fields.items() if f.default is no_default and f.default_factory is no_default
+        ]
+        required = [n for n in required if n not in kwargs]
+        if required:
+            where = _where(source, f"{path}.{required[0]}" if path else required[0])
+            raise ConfigError(f"{where} is required ({cls.__name__}); add it")
     try:
         return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)  # type: ignore[type-var]
     except (TypeError, ValueError) as err:  # __post_init__ checks (ConfigError included): add where
@@ -251,5 +260,8 @@ def fields_set(obj: Any) -> frozenset[str]:
 
 
 def overlay(preset: C, given: C) -> C:
-    """``preset`` with the fields the caller set on ``given`` (see ``track_set_fields``)."""
+    """``preset`` with the fields the caller set on ``given`` (see ``track_set_fields``); a mapping
+    ``given`` (``code_learning={"steps": 100}`` in Python) is checked and merged the same way."""
+    if isinstance(given, dict):
+        return from_dict(type(preset), given, base=preset)
     return dataclasses.replace(preset, **{n: getattr(given, n) for n in fields_set(given)})  # type: ignore[type-var]

@@ -4,14 +4,18 @@ per-target decisions, validation AUC before / plug-in / final, bytes by componen
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import re
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 import ctrzip
+import ctrzip.cli._common as common
+import ctrzip.cli.compress as cli_compress
 from ctrzip.cli.compress import (
     format_ratio,
     method_config,
@@ -26,7 +30,7 @@ from ctrzip.compression.mec.stage1 import CodeLearningConfig
 from ctrzip.compression.sizes import size_report
 from ctrzip.config import ConfigError
 from ctrzip.data.synthetic import generate
-from ctrzip.export import load
+from ctrzip.export import artifact_sizes, load
 
 runner = CliRunner()
 
@@ -186,6 +190,38 @@ def test_variant_on_the_command_line_with_summary(trained: tuple[Path, Path], tm
         assert re.search(rf"{comp}\s.*{c['bytes']:,}\s.*{a:,}\s.*{c['bytes'] / a:.2f}x", text), comp
     ratio = before["total"]["bytes"] / after["total"]["bytes"]
     assert f"total size ratio vs original: {ratio:.2f}x" in text
+    # the stored size every report counts, beside the folder's bytes on disk
+    sizes = artifact_sizes(out)
+    assert (
+        sizes["tensor_bytes"]
+        == after["total"]["bytes"]
+        < sizes["disk_bytes"]
+        == sum(f.stat().st_size for f in out.iterdir())
+    )
+    line = f"({sizes['tensor_bytes']:,} B of tensors, {sizes['disk_bytes']:,} B on disk)"
+    assert line in " ".join(text.split())
+
+
+def test_decision_table_keeps_target_names_whole_at_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    narrow = Console(width=80, record=True, file=io.StringIO())
+    monkeypatch.setattr(common, "console", narrow)
+    monkeypatch.setattr(cli_compress, "console", narrow)
+    names = [f"embedding.tables.field_with_a_long_name_{i}" for i in range(3)]
+    reason = "vocab 17 < min_vocab 300, a reason long enough to need wrapping in a narrow terminal"
+    rows = [
+        {
+            "target": n,
+            "kind": "table",
+            "action": "kept",
+            "reason": reason,
+            "bytes_before": 1_156,
+            "bytes_after": 1_156,
+        }
+        for n in names
+    ]
+    cli_compress.print_decisions(rows)
+    text = narrow.export_text()
+    assert all(n in text for n in names), text
 
 
 def test_nothing_compressed_is_refused(trained: tuple[Path, Path], tmp_path: Path) -> None:
@@ -286,3 +322,11 @@ def test_budget_mb_on_the_command_line(trained: tuple[Path, Path], tmp_path: Pat
         res = runner.invoke(app, [*bad, "--overwrite"] + (["--budget-mb", "1"] if extra else []))
         assert res.exit_code == 2
         assert ("drop --method mec" if extra else "give --method NAME") in res.output
+
+
+def test_metric_tables_show_the_row_count_as_a_whole_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    wide = Console(width=120, record=True, file=io.StringIO())
+    monkeypatch.setattr(common, "console", wide)
+    common.print_table("metrics", [{"split": "valid", "auc": 0.74361, "logloss": 0.5, "n": 2006.0}])
+    cells = [c.strip() for c in wide.export_text().splitlines()[-2].split("│")[1:-1]]
+    assert cells == ["valid", "0.7436", "0.5000", "2,006"]

@@ -37,6 +37,33 @@ def test_unknown_key_names_file_and_suggests():
         from_dict(Outer, {"inner": {"rat": 1}}, source="run.yaml")
 
 
+def test_unknown_key_without_a_close_match_lists_the_fields():
+    with pytest.raises(ConfigError, match=r"inner.zzz is not a field of Inner; its fields: rate, names$"):
+        from_dict(Outer, {"inner": {"zzz": 1}}, source="run.yaml")
+
+
+@dataclass
+class Required:
+    name: str
+    size: int = 1
+
+
+@dataclass
+class HasRequired:
+    part: Required
+    lr: float = 1e-3
+
+
+def test_missing_required_key_is_named_not_a_python_type_error():
+    with pytest.raises(ConfigError, match=r"^data.yaml: name is required \(Required\); add it$"):
+        from_dict(Required, {"size": 2}, source="data.yaml")
+    with pytest.raises(ConfigError, match=r"^run.yaml: part.name is required \(Required\); add it$"):
+        from_dict(HasRequired, {"part": {"size": 2}}, source="run.yaml")
+    with pytest.raises(ConfigError, match=r"^run.yaml: part is required \(HasRequired\); add it$"):
+        from_dict(HasRequired, {"lr": 0.1}, source="run.yaml")
+    assert from_dict(Required, {"name": "a"}) == Required("a")
+
+
 @pytest.mark.parametrize(
     "data, msg",
     [

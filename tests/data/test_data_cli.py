@@ -84,3 +84,18 @@ def test_cli_encode_writing_no_rows_exits_2(tmp_path) -> None:
     assert result.exit_code == 2, result.output
     text = " ".join(result.output.split())
     assert "comma.txt: all 3 rows are bad" in text and "split on ','" in text
+
+
+def test_cli_encode_does_not_replace_an_encoded_dataset_unless_asked(shared_data, tmp_path) -> None:
+    raw = shared_data / "criteo_sample" / "kaggle_format.txt"
+    out = tmp_path / "enc"
+    args = ["data", "encode", "--schema", "criteo", "--input", str(raw), "--out", str(out), "--no-progress"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    before = {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()}
+    again = CliRunner().invoke(app, [*args, "--set", "min_count=2"])
+    assert again.exit_code == 2, again.output
+    assert f"{out}: already holds an encoded dataset; pass --overwrite" in " ".join(again.output.split())
+    assert {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()} == before
+    replaced = CliRunner().invoke(app, [*args, "--set", "min_count=2", "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()} != before  # min_count=2 took effect

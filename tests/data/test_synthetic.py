@@ -243,3 +243,12 @@ def test_cli_synth(tmp_path):
     assert len(out.read_text().splitlines()) == 3001
     bad = CliRunner().invoke(app, ["synth", "movielens", "--out", str(out)])
     assert bad.exit_code != 0
+    # an existing --out is replaced only when asked; a non-file (a folder, a device) never
+    before = out.read_bytes()
+    args = ["synth", "avazu-like", "--rows", "1000", "--no-progress", "--out"]
+    again = CliRunner().invoke(app, [*args, str(out)], env={"COLUMNS": "300"})
+    assert again.exit_code == 2 and "exists; pass --overwrite" in again.output and out.read_bytes() == before
+    assert CliRunner().invoke(app, [*args, str(out), "--overwrite"]).exit_code == 0
+    assert len(out.read_text().splitlines()) == 1001
+    folder = CliRunner().invoke(app, [*args, str(tmp_path), "--overwrite"], env={"COLUMNS": "300"})
+    assert folder.exit_code == 2 and "is not a regular file" in folder.output and tmp_path.is_dir()

@@ -97,15 +97,32 @@ def checked_min(value: int, minimum: int, option: str) -> int:
     return value
 
 
+def saved_line(what: str, path: str | Path) -> str:
+    """``saved WHAT to PATH (N B of tensors, M B on disk)``: the stored size that every report
+    counts, beside what the artifact folder takes on disk (headers, manifest and schema included)."""
+    from ctrzip.export import artifact_sizes
+
+    sizes = artifact_sizes(path)
+    tensors, disk = sizes["tensor_bytes"], sizes["disk_bytes"]
+    return f"saved {what} to {path} ({tensors:,} B of tensors, {disk:,} B on disk)"
+
+
 def print_table(title: str, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     table = Table(title=title)
-    for col in rows[0]:
-        table.add_column(str(col))
+    for i, col in enumerate(rows[0]):
+        table.add_column(str(col), no_wrap=i == 0)  # the row's name (a target, a split) stays whole
     for row in rows:
-        table.add_row(*[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()])
+        table.add_row(*[_cell(k, v) for k, v in row.items()])
     console.print(table)
+
+
+def _cell(key: str, value: Any) -> str:
+    """Metrics with 4 decimals; a row count ``n`` (a float in metric dicts) as a whole number."""
+    if key == "n" and isinstance(value, float) and value.is_integer():
+        return f"{value:,.0f}"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 __all__ = [
@@ -119,4 +136,5 @@ __all__ = [
     "fail",
     "print_table",
     "read_config",
+    "saved_line",
 ]

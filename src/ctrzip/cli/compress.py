@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import typer
 
-from ctrzip.cli._common import checked_schema, checked_split, console, print_table, read_config
+from ctrzip.cli._common import checked_schema, checked_split, console, print_table, read_config, saved_line
 from ctrzip.compression import METHODS
 from ctrzip.compression.mec.method import VARIANTS, MECConfig
 from ctrzip.config import ConfigError, from_dict
@@ -117,7 +117,7 @@ def compress_cmd(
             f"no artifact written to {out}"
         )
     save(out, net, overwrite=overwrite)  # the --model was read into memory: replacing it is safe
-    console.print(f"saved compressed artifact to {out}")
+    console.print(saved_line("compressed artifact", out))
 
 
 def ignored_settings(cfg: Any) -> dict[str, str]:

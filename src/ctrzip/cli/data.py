@@ -25,6 +25,7 @@ def encode(
     test: Path | None = typer.Option(None, "--test", help="test file (split method 'files')"),
     overrides: list[str] = typer.Option([], "--set", help="override a schema key, e.g. split.seed=1"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show rows/s and ETA"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an encoded dataset already at --out"),
 ) -> None:
     """Encode raw data (Criteo TSV, Avazu CSV, CSV, parquet, libsvm) into DIR."""
     try:
@@ -44,6 +45,10 @@ def encode(
             inputs: object = {"train": input, "valid": valid, "test": test}
         else:
             inputs = input
+        if not overwrite and (out / "feature_map.json").exists():  # models trained on it need it
+            raise fail(
+                f"{out}: already holds an encoded dataset; pass --overwrite to replace it, or another --out"
+            )
         report = Encoder(cfg).fit_encode(inputs, out, progress=progress)  # type: ignore[arg-type]
     except (UserError, ValueError, FileNotFoundError) as err:
         raise fail(str(err)) from None

@@ -15,6 +15,7 @@ from ctrzip.cli._common import (
     console,
     print_table,
     read_config,
+    saved_line,
 )
 
 
@@ -61,7 +62,7 @@ def train_cmd(
     print_table("metrics", [{"split": k, **v} for k, v in result.metrics.items()])
     console.print(format_size_report(result.sizes))
     if result.artifact:
-        console.print(f"saved artifact to {result.artifact}")
+        console.print(saved_line("artifact", result.artifact))
 
 
 def evaluate_cmd(

@@ -10,7 +10,7 @@ import pytest
 from ctrzip.compression.mec.method import VARIANTS, MECConfig, PQConfig
 from ctrzip.compression.mec.stage1 import CodeLearningConfig
 from ctrzip.compression.mec.stage2 import FINETUNE_PRESET, RETRAIN_PRESET, StageTwoConfig
-from ctrzip.config import apply_overrides, from_dict, to_dict
+from ctrzip.config import ConfigError, apply_overrides, from_dict, to_dict
 
 _SPECIAL = {
     "quantizer": lambda v: "rq" if v != "rq" else "pq",
@@ -117,3 +117,13 @@ def test_round_trips_keep_every_value():
         assert dataclasses.replace(back, seed=5).code_learning == cfg.code_learning
     # PQConfig.variant builds the named variant, not PQ's own preset
     assert PQConfig.variant("mec").code_learning == MECConfig().code_learning
+
+
+@pytest.mark.parametrize("cls", [MECConfig, PQConfig])
+def test_python_mapping_for_a_nested_section_changes_only_its_keys(cls) -> None:  # type: ignore[no-untyped-def]
+    # the Python twin of ``--set code_learning.steps=100``: a dict, not a CodeLearningConfig
+    cfg = cls(code_learning={"steps": 100}, finetune={"lr": 0.5})
+    assert cfg.code_learning == dataclasses.replace(cls().code_learning, steps=100)
+    assert cfg.finetune == dataclasses.replace(cls().finetune, lr=0.5)
+    with pytest.raises(ConfigError, match=r"stpes is not a field of CodeLearningConfig; did you mean steps"):
+        cls(code_learning={"stpes": 100})

@@ -82,3 +82,14 @@ def test_composes_with_rowwise_tables(data) -> None:  # type: ignore[no-untyped-
 def test_unknown_layer_glob_is_refused(data) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(CompressionError, match=r"\['nope\.\*'\] match no nn.Linear"):
         ctrzip.compress(make_model("deepfm"), LinearInt8Config(layers=("nope.*",)), data)
+
+
+@pytest.mark.parametrize("name", ["lr", "fm"])
+def test_a_model_without_plain_linears_is_refused_by_the_shared_rule(name: str, data) -> None:  # type: ignore[no-untyped-def]
+    model = ctrzip.build_model(name, data.schema, {})
+    assert not any(type(m) is nn.Linear for m in model.modules())
+    with pytest.raises(
+        CompressionError, match="linear_int8: nothing to compress: the settings select no target"
+    ) as err:
+        ctrzip.compress(model, LinearInt8Config(), data)
+    assert err.value.targets == []  # type: ignore[attr-defined]

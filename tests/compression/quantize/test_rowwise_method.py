@@ -56,14 +56,23 @@ def test_compress_save_load_identical(config, data, tmp_path) -> None:  # type: 
 
 def test_nothing_shrinks_is_an_error(data) -> None:  # type: ignore[no-untyped-def]
     model = build_model("lr", schema(), {})  # only 1-wide tables: int8 rows are 9 B against 4 B
-    with pytest.raises(CompressionError, match="nothing would be compressed"):
+    with pytest.raises(CompressionError, match="nothing would be compressed") as err:
         ctrzip.compress(model, Int8Config(), data)
+    # the shared rule's error: each kept table with its reason, and every decision attached
+    kept = err.value.targets  # type: ignore[attr-defined]
+    assert {d["target"] for d in kept} == {f"embedding.tables.{f.name}" for f in schema().sparse_fields}
+    assert all(d["action"] == "kept" and d["bytes_after"] == d["bytes_before"] for d in kept)
+    v = schema()["item"].vocab_size
+    assert f"embedding.tables.item: 8-bit rows would not be smaller: {9 * v:,} B >= {4 * v:,} B" in str(
+        err.value
+    )
 
 
 def test_listed_field_that_cannot_shrink_is_refused(data) -> None:  # type: ignore[no-untyped-def]
     model = make_model("deepfm")
     ctrzip.compress(model, Int8Config(fields=("user",)), data)
-    with pytest.raises(CompressionError, match="'user' listed in fields cannot be compressed: already compressed"):
+    listed = "'user' listed in fields cannot be compressed: already compressed"
+    with pytest.raises(CompressionError, match=listed):
         ctrzip.compress(model, Int4Config(fields=("user",)), data)
 
 

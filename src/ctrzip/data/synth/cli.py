@@ -33,8 +33,17 @@ def register_synth(data_app: typer.Typer) -> None:
             str, typer.Option("--popularity", help="scaled (miniature of the real data) | full (subsample)")
         ] = "scaled",
         progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+        overwrite: Annotated[
+            bool, typer.Option("--overwrite", help="replace an existing --out file")
+        ] = False,
     ) -> None:
         """Write a synthetic criteo-like / avazu-like raw file with labels from a hidden teacher."""
+        if out.exists() and not out.is_file():  # the file is written beside and renamed over --out
+            raise typer.BadParameter(
+                f"{out} exists and is not a regular file; choose a file path", param_hint="--out"
+            )
+        if out.exists() and not overwrite:
+            raise typer.BadParameter(f"{out} exists; pass --overwrite to replace it", param_hint="--out")
         if kind not in LAYOUTS:
             raise typer.BadParameter(
                 f"unknown kind {kind!r}; choose one of {sorted(LAYOUTS)}", param_hint="KIND"
