@@ -10,6 +10,7 @@ from typing import Any
 
 from ctrzip.config import ConfigError, from_dict
 from ctrzip.data.dataset import EncodedDataset
+from ctrzip.errors import TrainingError
 from ctrzip.models.base import CTRModel, build_model
 from ctrzip.run_config import RunConfig
 
@@ -38,7 +39,8 @@ def train_run(
 
     The model is initialized from ``train.seed`` (same run file and seed -> bit-identical
     weights on CPU). Everything that would fail after training fails before it: an empty
-    train split, a valid or test split without both classes, an existing ``save_to``.
+    train split, a valid or test split without both classes, an existing ``save_to`` (named
+    with the settings that differ from the run saved in ``train.out_dir``, when they do).
 
     Args:
         run: the parsed run file.
@@ -52,18 +54,16 @@ def train_run(
         ConfigError: ``save_to`` is ``train.out_dir`` (checkpoints and artifact would mix).
     """
     from ctrzip.compression.sizes import size_report
-    from ctrzip.export import check_destination, save
+    from ctrzip.export import ArtifactError, check_destination, save
     from ctrzip.train.checks import check_both_classes
-    from ctrzip.train.trainer import TrainConfig, Trainer, evaluate
+    from ctrzip.train.trainer import TrainConfig, Trainer, evaluate, saved_run_diffs
 
     tcfg = from_dict(TrainConfig, run.train, path="train")
-    if save_to is not None:
-        if tcfg.out_dir and Path(save_to).resolve() == Path(tcfg.out_dir).resolve():
-            raise ConfigError(
-                f"the artifact folder {save_to} is train.out_dir, which holds the training checkpoints; "
-                f"save to {Path(tcfg.out_dir) / 'model'} (the default) or another folder"
-            )
-        check_destination(save_to, overwrite)
+    if save_to is not None and tcfg.out_dir and Path(save_to).resolve() == Path(tcfg.out_dir).resolve():
+        raise ConfigError(
+            f"the artifact folder {save_to} is train.out_dir, which holds the training checkpoints; "
+            f"save to {Path(tcfg.out_dir) / 'model'} (the default) or another folder"
+        )
     data = EncodedDataset.open(run.dataset)
     for name in ("valid", "test"):
         if name in data.splits:
@@ -74,6 +74,18 @@ def train_run(
             "(train.early_stop_patience, train.lr_patience); the last epoch's weights are kept"
         )
     model = build_model(run.model.name, data.schema, run.model.params, source="model", seed=tcfg.seed)
+    if save_to is not None:
+        try:
+            check_destination(save_to, overwrite)
+        except ArtifactError:  # a rerun with other settings: name them, not only the artifact
+            diffs = saved_run_diffs(tcfg, model, data["train"])
+            if diffs:
+                raise TrainingError(
+                    f"{tcfg.out_dir}: this run differs from the saved one in {'; '.join(diffs)}; "
+                    "start over with --fresh (and --overwrite to replace its artifact), or use "
+                    "another train.out_dir"
+                ) from None
+            raise
     history = Trainer(tcfg).fit(model, data["train"], data.splits.get("valid"))
     metrics = {
         name: evaluate(

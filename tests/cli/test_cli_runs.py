@@ -110,11 +110,14 @@ def test_rerun_resumes_only_the_same_run_and_never_overwrites_unasked(tmp_path: 
         ("model.params.mlp=[32]", "model.mlp [16, 16] -> [32]"),
         ("train.weight_l2=0.00001", "train.weight_l2 0.0 -> 1e-05"),
     ]:
-        res = _train(cfg, "--overwrite", "--set", override)
-        assert res.exit_code == 2, (override, res.output)
-        line = _one_line_error(res.output)
-        assert f"differs from the saved one in {named}" in line and "--fresh" in line
-        assert "size mismatch" not in res.output
+        for extra in (["--overwrite"], []):  # with or without --overwrite: the keys are named
+            before = _files(art)
+            res = _train(cfg, *extra, "--set", override)
+            assert res.exit_code == 2, (override, res.output)
+            line = _one_line_error(res.output)
+            assert f"differs from the saved one in {named}" in line and "--fresh" in line
+            assert "size mismatch" not in res.output
+            assert _files(art) == before  # refused before any training or writing
 
     res = _train(cfg, "--overwrite", "--set", "train.epochs=2")  # a raised stop limit extends the run
     assert res.exit_code == 0, res.output

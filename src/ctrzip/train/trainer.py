@@ -539,6 +539,22 @@ class _Diverged(Exception):
         self.what, self.epoch, self.step_in_epoch, self.step, self.lr = what, epoch, step_in_epoch, step, lr
 
 
+def saved_run_diffs(cfg: TrainConfig, model: nn.Module, train: Any) -> list[str]:
+    """How this run differs from the one saved in ``cfg.out_dir`` (``train.lr 0.001 -> 0.01``, ...).
+
+    Empty when nothing is saved there, resume is off, or the runs match (raised stop limits
+    are not differences: they extend the run). ``train`` is the training split or loader.
+    """
+    path = Path(cfg.out_dir) / ckpt.LAST if cfg.out_dir else None
+    if path is None or not cfg.resume or not path.exists():
+        return []
+    _, meta = ckpt.load_checkpoint(path)
+    saved_run = meta.get("run")
+    return _config_diffs(meta.get("config", {}), to_dict(cfg)) + _run_diffs(
+        saved_run, _run_identity(model, train)
+    )
+
+
 def _run_identity(model: nn.Module, loader: Any) -> dict[str, Any]:
     """What makes a saved run this run besides the TrainConfig: model spec, shapes, data rows."""
     labels = split_labels(loader)
