@@ -175,14 +175,20 @@ def linear_decision(fqn: str, linear: nn.Linear, k: int, down_bias: bool) -> Tar
 def table_decision(
     name: str, table: Any, k: int, setting: str, fold_out: int | None, foldable: bool
 ) -> TargetDecision:
-    """Keep or factorize one table at rank ``k``; a fold's extra consumer columns count against it."""
+    """Keep or factorize one table at rank ``k``.
+
+    With a fold, the target is the table plus its ``D`` input columns of the first layer
+    (``fold_out x D``), which become ``k + 1`` columns: both byte figures include that slice,
+    so neither can be negative and their difference is the model's real change.
+    """
     v, d = table.num_embeddings, table.embedding_dim
     before = module_bytes(table)
     item = next((p.element_size() for p in table.parameters()), 4)
     after = lowrank_table_bytes(v, d, k, item)
     folded = fold_out is not None and foldable
-    if folded:
-        after += fold_delta_bytes(fold_out, d, k, item)  # type: ignore[arg-type]
+    if folded:  # the field's slice of the first layer counts on both sides: D columns -> k + 1
+        before += fold_out * d * item  # type: ignore[operator]
+        after += fold_out * d * item + fold_delta_bytes(fold_out, d, k, item)  # type: ignore[arg-type, operator]
     form = "LowRankTable" + (" with its folded first-layer columns" if folded else "")
     if k >= d:
         reason: str | None = (
