@@ -323,3 +323,14 @@ def test_variance_rank_refusal_of_a_listed_layer_changes_nothing(data) -> None: 
         model.get_submodule("mlp.layers.2")
     )
     assert model.get_submodule("mlp.layers.2").rank == 3
+
+
+def test_mec_fields_take_globs_like_the_other_methods(data) -> None:  # type: ignore[no-untyped-def]
+    from ctrzip.compression.mec.method import MECConfig, field_decisions
+
+    model = make_model("deepfm")
+    cfg = MECConfig(num_subspaces=2, codebook_size=4, fields=("it*", "us?r"))
+    decided = {d["target"].rsplit(".", 1)[1]: d for d in field_decisions(model, cfg)}
+    assert {n for n, d in decided.items() if d["reason"] != "not listed in fields"} == {"item", "user"}
+    with pytest.raises(CompressionError, match=r"fields \['zz\*'\] match no sparse field"):
+        field_decisions(model, MECConfig(fields=("zz*",)))

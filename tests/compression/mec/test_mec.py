@@ -249,7 +249,7 @@ def test_select_fields_rule(trained):
         CompressionError, match=r"'small' listed in fields .*codebook_size 16 exceeds .* 6 coded rows"
     ):
         select_fields(base, _cfg(fields=("small",)))  # 8 ids: padding, 6 coded rows, OOV
-    with pytest.raises(CompressionError, match="not sparse fields"):
+    with pytest.raises(CompressionError, match="match no sparse field"):
         select_fields(base, _cfg(fields=("nope",)))
 
 

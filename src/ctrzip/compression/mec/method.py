@@ -30,7 +30,15 @@ from ctrzip.compression.mec.stage2 import (
     first_order_table,
     retrain,
 )
-from ctrzip.compression.shrink import decide, module_bytes, not_smaller, refuse_listed, require_some
+from ctrzip.compression.select import match
+from ctrzip.compression.shrink import (
+    decide,
+    explicit_names,
+    module_bytes,
+    not_smaller,
+    refuse_listed,
+    require_some,
+)
 from ctrzip.compression.sizes import byte_breakdown
 from ctrzip.config import ConfigError, overlay
 from ctrzip.data.dataset import EncodedDataset
@@ -67,8 +75,9 @@ class MECConfig:
         min_vocab: quantize fields with at least this many rows whose dense table (with its
             first-order table when ``first_order`` is ``codes``) is larger than the PQ form
             (ignored when ``fields`` is given).
-        fields: explicit field names to quantize (None = the selection rule); a listed field
-            whose PQ form would not be smaller is refused (``CompressionError``).
+        fields: field names or globs (``C1*``) to quantize (None = the selection rule); a field
+            named literally whose PQ form would not be smaller is refused (``CompressionError``);
+            a glob's fields that cannot shrink are kept with their reason.
         code_learning: stage-1 knobs (quantizer, encoder, weights, alpha, beta, epochs, ...);
             the fields set here change only those fields of the method's preset (``mec``
             for ``MECConfig``, ``basic_pq`` for ``PQConfig``).
@@ -179,7 +188,7 @@ def check_composable(model: CTRModel, cfg: MECConfig) -> None:
             module that an earlier compression replaced.
     """
     if cfg.fields is not None:
-        for name in cfg.fields:
+        for name in explicit_names(cfg.fields):
             table = dict(model.embedding.tables.items()).get(name)
             if isinstance(table, PQTable):
                 raise CompressionError(
@@ -240,12 +249,15 @@ def field_decisions(model: CTRModel, cfg: MECConfig, method: str = "mec") -> lis
             cannot be smaller (the message names the field and the bytes).
     """
     tables = model.embedding.tables
+    listed: set[str] = set()  # fields named literally: they must shrink or be refused
+    selected: set[str] | None = None  # fields matched by ``cfg.fields`` (names or globs)
     if cfg.fields is not None:
-        unknown = [f for f in cfg.fields if f not in tables]
+        unknown = [f for f in cfg.fields if not match(tables, [f])]
         if unknown:
             raise CompressionError(
-                f"{method}: fields {unknown} are not sparse fields (have: {', '.join(tables)})"
+                f"{method}: fields {unknown} match no sparse field (have: {', '.join(tables)})"
             )
+        selected, listed = set(match(tables, cfg.fields)), explicit_names(cfg.fields)
     m, k, layout = cfg.num_subspaces, cfg.codebook_size, cfg.code_learning.layout
     out = []
     for name, table in tables.items():
@@ -253,7 +265,7 @@ def field_decisions(model: CTRModel, cfg: MECConfig, method: str = "mec") -> lis
         lr = _first_order_tables(model, name) if cfg.first_order == "codes" else []
         before = module_bytes(table) + sum(module_bytes(t) for t in lr)
         after = pq_table_bytes(v, d, m, k, layout) + len(lr) * pq_float_bytes(1, m, k, "additive")
-        if cfg.fields is not None and name not in cfg.fields:
+        if selected is not None and name not in selected:
             reason: str | None = "not listed in fields"
         elif isinstance(table, PQTable):
             reason = "already quantized"
@@ -261,7 +273,7 @@ def field_decisions(model: CTRModel, cfg: MECConfig, method: str = "mec") -> lis
             reason = f"vocab {v} < min_vocab {cfg.min_vocab}"
         else:
             reason = pq_reason(v, d, m, k, layout, before, after)
-        if reason is not None and cfg.fields is not None and name in cfg.fields:
+        if reason is not None and name in listed:
             raise refuse_listed(method, "fields", name, reason)
         out.append(decide(f"embedding.tables.{name}", "table", before, after, reason))
     return out
