@@ -89,3 +89,42 @@ def run_meta(args: Any) -> dict[str, Any]:
         "git": git_sha(),
         "config_hash": hashlib.sha256(blob).hexdigest()[:12],
     }
+
+
+def add_model_args(ap: Any, models: list[str]) -> None:
+    """The data and model options the post-training benchmarks share (demo data by default)."""
+    from pathlib import Path as _Path
+
+    ap.add_argument("--data", type=_Path, default=None, help="encoded dataset (default: demo data)")
+    ap.add_argument("--rows", type=int, default=400_000, help="demo rows when --data is not given")
+    ap.add_argument("--models", nargs="+", default=models)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--dim", type=int, default=16)
+    ap.add_argument("--mlp", default="400,400,400")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--out", type=_Path, default=None)
+
+
+def open_data(args: Any) -> Any:
+    """``args.data`` opened, or the cached demo data of ``args.rows`` rows (made once)."""
+    from ctrzip.data.dataset import EncodedDataset
+
+    if args.data is None:
+        from ctrzip.cli.demo import prepare_demo_data
+
+        args.data = prepare_demo_data(args.rows, 0, progress=False)
+    return EncodedDataset.open(args.data)
+
+
+def train_dense(name: str, data: Any, seed: int, args: Any) -> tuple[Any, float]:
+    """Model ``name`` trained ``args.epochs`` on CPU (lr 1e-3, batch 4096); returns it (eval
+    mode) and the training seconds."""
+    from ctrzip.models.base import build_model
+    from ctrzip.train.trainer import TrainConfig, Trainer
+
+    params = {"embedding_dim": args.dim, "mlp": [int(x) for x in args.mlp.split(",")]}
+    model = build_model(name, data.schema, params, seed=seed)
+    cfg = TrainConfig(epochs=args.epochs, lr=1e-3, batch_size=4096, seed=seed, device="cpu", progress=False)
+    t0 = time.perf_counter()
+    Trainer(cfg).fit(model, data["train"], data["valid"])
+    return model.eval(), time.perf_counter() - t0

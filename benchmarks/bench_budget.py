@@ -23,46 +23,29 @@ from pathlib import Path
 from ctrzip.compression import compress
 from ctrzip.compression.budget import BudgetConfig
 from ctrzip.compression.sizes import size_report
-from ctrzip.data.dataset import EncodedDataset
 from ctrzip.errors import CompressionError
-from ctrzip.models.base import build_model
-from ctrzip.train.trainer import TrainConfig, Trainer, evaluate
+from ctrzip.train.trainer import evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, run_meta  # noqa: E402
+from _common import RESULTS, add_model_args, open_data, run_meta, train_dense  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=None, help="encoded dataset (default: demo data)")
-    ap.add_argument("--rows", type=int, default=400_000, help="demo rows when --data is not given")
-    ap.add_argument("--models", nargs="+", default=["deepfm", "pnn"])
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    add_model_args(ap, ["deepfm", "pnn"])
     ap.add_argument("--ratios", nargs="+", type=float, default=[2.0, 4.0])
     ap.add_argument("--losses", nargs="+", type=float, default=[0.001])
-    ap.add_argument("--dim", type=int, default=16)
-    ap.add_argument("--mlp", default="400,400,400")
     ap.add_argument("--calib-rows", type=int, default=100_000)
-    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    if args.data is None:
-        from ctrzip.cli.demo import prepare_demo_data
-
-        args.data = prepare_demo_data(args.rows, 0, progress=False)
-    data = EncodedDataset.open(args.data)
+    data = open_data(args)
     meta = run_meta(args)
     out = args.out or RESULTS / f"budget_{meta['machine_tag']}.jsonl"
     head = ("model", "seed", "goal", "MB", "ratio", "d test AUC", "search/epoch")
     print("{:8s} {:>4s} {:>14s} {:>7s} {:>6s} {:>10s} {:>12s}".format(*head))
     for name in args.models:
         for seed in args.seeds:
-            params = {"embedding_dim": args.dim, "mlp": [int(x) for x in args.mlp.split(",")]}
-            dense = build_model(name, data.schema, params, seed=seed)
-            cfg = TrainConfig(epochs=1, lr=1e-3, batch_size=4096, seed=seed, device="cpu", progress=False)
-            t0 = time.perf_counter()
-            Trainer(cfg).fit(dense, data["train"], data["valid"])
-            epoch_s = time.perf_counter() - t0
-            dense.eval()
+            dense, epoch_s = train_dense(name, data, seed, args)
+            epoch_s /= args.epochs
             total = size_report(dense)["total"]["bytes"]
             base = evaluate(dense, data["test"], batch_size=20_000, device="cpu")
             goals = [("mb", total / r / 2**20, f"{r:g}x budget") for r in args.ratios]

@@ -17,11 +17,8 @@ import copy
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from ctrzip.bench.timing import time_forward
 from ctrzip.compression import compress
@@ -29,11 +26,10 @@ from ctrzip.compression.quantize import FP16Config, Int2Config, Int4Config, Int8
 from ctrzip.compression.sizes import size_report
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.data.loader import BatchLoader
-from ctrzip.models.base import build_model
-from ctrzip.train.trainer import TrainConfig, Trainer, evaluate
+from ctrzip.train.trainer import evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, run_meta  # noqa: E402
+from _common import RESULTS, add_model_args, open_data, run_meta, train_dense  # noqa: E402
 
 VARIANTS: dict[str, list[Any]] = {
     "fp16 rows": [FP16Config(eval_split=None)],
@@ -43,15 +39,6 @@ VARIANTS: dict[str, list[Any]] = {
     "int8 linear": [LinearInt8Config(eval_split=None)],
     "int4 rows + int8 linear": [Int4Config(eval_split=None), LinearInt8Config(eval_split=None)],
 }
-
-
-def train(name: str, data: EncodedDataset, seed: int, args: argparse.Namespace) -> Any:
-    torch.manual_seed(seed)
-    params = {"embedding_dim": args.dim, "mlp": [int(x) for x in args.mlp.split(",")]}
-    model = build_model(name, data.schema, params)
-    cfg = TrainConfig(epochs=args.epochs, lr=1e-3, batch_size=4096, seed=seed, device="cpu", progress=False)
-    Trainer(cfg).fit(model, data["train"], data["valid"])
-    return model.eval()
 
 
 def metrics(model: Any, data: EncodedDataset) -> dict[str, float]:
@@ -79,31 +66,18 @@ def speed_ratios(models: dict[str, Any], data: EncodedDataset, args: argparse.Na
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=None, help="encoded dataset (default: demo data)")
-    ap.add_argument("--rows", type=int, default=400_000, help="demo rows when --data is not given")
-    ap.add_argument("--models", nargs="+", default=["deepfm", "pnn", "dcnv2", "gdcn"])
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
-    ap.add_argument("--dim", type=int, default=16)
-    ap.add_argument("--mlp", default="400,400,400")
-    ap.add_argument("--epochs", type=int, default=1)
+    add_model_args(ap, ["deepfm", "pnn", "dcnv2", "gdcn"])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    if args.data is None:
-        from ctrzip.cli.demo import prepare_demo_data
-
-        args.data = prepare_demo_data(args.rows, 0, progress=False)
-    data = EncodedDataset.open(args.data)
+    data = open_data(args)
     meta = run_meta(args)
     out = args.out or RESULTS / f"quantize_{meta['machine_tag']}.jsonl"
     head = ("model", "seed", "variant", "MB", "ratio", "d test AUC", "x speed")
     print("{:8s} {:>4s} {:24s} {:>8s} {:>6s} {:>10s} {:>7s}".format(*head))
     for name in args.models:
         for seed in args.seeds:
-            t0 = time.perf_counter()
-            dense = train(name, data, seed, args)
-            train_s = time.perf_counter() - t0
+            dense, train_s = train_dense(name, data, seed, args)
             models = {"dense": dense}
             for label, configs in VARIANTS.items():
                 m = copy.deepcopy(dense)
