@@ -330,3 +330,13 @@ def test_metric_tables_show_the_row_count_as_a_whole_number(monkeypatch: pytest.
     common.print_table("metrics", [{"split": "valid", "auc": 0.74361, "logloss": 0.5, "n": 2006.0}])
     cells = [c.strip() for c in wide.export_text().splitlines()[-2].split("│")[1:-1]]
     assert cells == ["valid", "0.7436", "0.5000", "2,006"]
+
+
+def test_numbers_stay_whole_when_a_long_label_wraps_at_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    narrow = Console(width=80, record=True, file=io.StringIO())
+    monkeypatch.setattr(common, "console", narrow)
+    label = "DeepFM + lowrank(mlp 32, emb 16->4) + 2x1 ep fine-tune and a longer description"
+    common.print_table("demo", [{"model": label, "test AUC": 0.75123, "logloss": 0.48, "MB": 2.4123}])
+    text = narrow.export_text()
+    assert all(cell in text for cell in ("0.7512", "0.4800", "2.4123"))  # never cut to "0…"
+    assert "…" not in text

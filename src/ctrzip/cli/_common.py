@@ -111,10 +111,15 @@ def print_table(title: str, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     table = Table(title=title)
+    cells = [[_cell(k, v) for k, v in row.items()] for row in rows]
     for i, col in enumerate(rows[0]):
-        table.add_column(str(col), no_wrap=i == 0)  # the row's name (a target, a split) stays whole
-    for row in rows:
-        table.add_row(*[_cell(k, v) for k, v in row.items()])
+        widest = max(len(r[i]) for r in cells)
+        # numbers and identifiers (a target's fqn, a split) are never cut; text with spaces
+        # (a demo row's label, a reason) wraps instead
+        whole = all(" " not in r[i] for r in cells)
+        table.add_column(str(col), no_wrap=whole, min_width=widest if whole else None)
+    for r in cells:
+        table.add_row(*r)
     console.print(table)
 
 
