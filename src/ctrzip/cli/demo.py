@@ -47,11 +47,11 @@ def demo_cmd(
     rows: int = typer.Option(400_000, help="synthetic rows to generate (cached)"),
     seed: int = typer.Option(0),
     epochs: int = typer.Option(2),
-    compress_rows: bool = typer.Option(True, "--compress/--no-compress", help="add MEC and lowrank rows"),
+    compress_rows: bool = typer.Option(True, "--compress/--no-compress", help="add compressed rows"),
     device: str = typer.Option("auto"),
     progress: bool = typer.Option(True, help="show progress bars"),
 ) -> None:
-    """Train DeepFM on built-in synthetic data, compress it (MEC, lowrank) and compare.
+    """Train DeepFM on built-in synthetic data, compress it (MEC, lowrank, budget) and compare.
 
     Every compressed model is fine-tuned one epoch at lr 1e-4, so the table also shows the
     dense model fine-tuned the same way (the honest control: spec/PROTOCOL.md).
@@ -99,10 +99,11 @@ def _row(name: str, model: Any, sizes: dict[str, Any], test: dict[str, float], b
 def _compressed_rows(
     model: Any, data_dir: str, seed: int, device: str, progress: bool
 ) -> list[dict[str, Any]]:
-    """Dense control, MEC and lowrank rows, each from a copy of the trained model."""
+    """Dense control, MEC, lowrank and budget rows, each from a copy of the trained model."""
     import copy
 
     from ctrzip.compression import compress
+    from ctrzip.compression.budget import BudgetConfig
     from ctrzip.compression.lowrank.feature_mimicking import LowRankConfig
     from ctrzip.compression.mec.method import MECConfig, dense_reason
     from ctrzip.compression.mec.stage1 import CodeLearningConfig
@@ -175,5 +176,17 @@ def _compressed_rows(
                 evaluate(low, data["test"], device=device),
                 base_mb,
             )
+        )
+
+    # whole-model compression to a quarter of the bytes, no fine-tune (plug-in)
+    budget_cfg = BudgetConfig(mb=base_mb / 4, calib_rows=50_000, seed=seed, device=device)
+    try:
+        bud = compress(copy.deepcopy(model), budget_cfg, data)
+    except CompressionError as err:
+        console.print(f"no budget row: {err}")
+    else:
+        test = evaluate(bud, data["test"], device=device)
+        rows.append(
+            _row(f"DeepFM + budget({base_mb / 4:.2f} MB), no fine-tune", bud, size_report(bud), test, base_mb)
         )
     return rows
