@@ -4,8 +4,9 @@ First version (issue 10): for each model and seed, train the dense model one epo
 the search cost is reported against it), then run ``BudgetConfig(mb=total / r)`` for each
 ratio ``r`` on a copy, and ``BudgetConfig(max_auc_loss=L)`` for each loss cap. Plug-in
 protocol (no fine-tune), so every row is compared with the same trained model. Bytes are the
-stored tensors of this data's vocabulary; they are also projected to Criteo's real vocabulary (``criteo_ratio``) with each table's
-own layout (``compression.budget.projection``); the plan itself was chosen at this scale.
+stored tensors of this data's vocabulary; they are also projected to Criteo's real
+vocabulary (``criteo_ratio``) with each table's own layout (``compression.budget.projection``);
+the plan itself was chosen at this scale.
 
     python benchmarks/bench_budget.py --models deepfm pnn --ratios 2 4 --losses 0.001
 """
