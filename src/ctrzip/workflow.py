@@ -56,7 +56,8 @@ def train_run(
     from ctrzip.compression.sizes import size_report
     from ctrzip.export import ArtifactError, check_destination, save
     from ctrzip.train.checks import check_both_classes
-    from ctrzip.train.trainer import TrainConfig, Trainer, evaluate, saved_run_diffs
+    from ctrzip.train.resume import saved_run_diffs
+    from ctrzip.train.trainer import TrainConfig, Trainer, evaluate
 
     tcfg = from_dict(TrainConfig, run.train, path="train")
     if save_to is not None and tcfg.out_dir and Path(save_to).resolve() == Path(tcfg.out_dir).resolve():

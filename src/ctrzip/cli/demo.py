@@ -105,7 +105,8 @@ def _compressed_rows(
     from ctrzip.compression import compress
     from ctrzip.compression.budget import BudgetConfig
     from ctrzip.compression.lowrank.feature_mimicking import LowRankConfig
-    from ctrzip.compression.mec.method import MECConfig, dense_reason
+    from ctrzip.compression.mec.fields import dense_reason
+    from ctrzip.compression.mec.method import MECConfig
     from ctrzip.compression.mec.stage1 import CodeLearningConfig
     from ctrzip.compression.sizes import size_report
     from ctrzip.data.dataset import EncodedDataset

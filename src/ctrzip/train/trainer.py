@@ -48,6 +48,13 @@ from ctrzip.train.checks import (
     split_labels,
 )
 from ctrzip.train.evaluation import EvalData, evaluate, predict
+from ctrzip.train.resume import (
+    RESUME_LIMITS,
+    config_diffs,
+    limit_diffs,
+    run_diffs,
+    run_identity,
+)
 from ctrzip.train.train_config import History, TrainConfig
 
 __all__ = ["History", "TrainConfig", "Trainer", "evaluate", "predict"]
@@ -56,8 +63,6 @@ Trainable = Callable[[str, nn.Parameter], bool]
 _MIN_DELTA = 1e-6  # an AUC gain below this is not an improvement (FuxiCTR's min_delta)
 # TrainConfig fields that may differ when resuming: they change neither the trajectory nor
 # the result (where to print, where it runs), or only say when to stop (checked separately).
-_RESUME_FREE = frozenset({"progress", "out_dir", "resume", "device", "deterministic"})
-_RESUME_LIMITS = ("epochs", "max_steps")
 _CUDA_CHECK_EVERY = 32  # steps between loss checks on CUDA (one host sync each); every step on CPU
 
 
@@ -220,7 +225,7 @@ class Trainer:
         self._best_step: int | None = None
         self._last_saved: int | None = None  # global step of the last (finite) last.pt
         self._recent: list[tuple[Tensor, int, int, int]] = []  # (loss, epoch, step in epoch, step)
-        self._run = _run_identity(model, loader)
+        self._run = run_identity(model, loader)
         if out is not None and cfg.resume and (out / ckpt.LAST).exists():
             state = self._load_last(model, out / ckpt.LAST)
             state.history.resumed_at_step = state.global_step
@@ -503,12 +508,12 @@ class Trainer:
         saved_cfg = meta.pop("config", {})
         self._extended = [  # raised stop limits, named in the "resuming" line
             f"train.{k} {saved_cfg[k]!r} -> {getattr(self.config, k)!r}"
-            for k in _RESUME_LIMITS
+            for k in RESUME_LIMITS
             if k in saved_cfg and saved_cfg[k] != getattr(self.config, k)
         ]
         saved_run = meta.pop("run", None)
-        diffs = _config_diffs(saved_cfg, to_dict(self.config)) + _run_diffs(saved_run, self._run)
-        diffs += _limit_diffs(saved_cfg, self.config, meta)
+        diffs = config_diffs(saved_cfg, to_dict(self.config)) + run_diffs(saved_run, self._run)
+        diffs += limit_diffs(saved_cfg, self.config, meta)
         if diffs:
             raise TrainingError(
                 f"{path}: this run differs from the saved one in {'; '.join(diffs)}: refusing to "
@@ -537,74 +542,6 @@ class _Diverged(Exception):
     def __init__(self, what: str, epoch: int, step_in_epoch: int, step: int, lr: float) -> None:
         super().__init__(what)
         self.what, self.epoch, self.step_in_epoch, self.step, self.lr = what, epoch, step_in_epoch, step, lr
-
-
-def saved_run_diffs(cfg: TrainConfig, model: nn.Module, train: Any) -> list[str]:
-    """How this run differs from the one saved in ``cfg.out_dir`` (``train.lr 0.001 -> 0.01``, ...).
-
-    Empty when nothing is saved there, resume is off, or the runs match (raised stop limits
-    are not differences: they extend the run). ``train`` is the training split or loader.
-    """
-    path = Path(cfg.out_dir) / ckpt.LAST if cfg.out_dir else None
-    if path is None or not cfg.resume or not path.exists():
-        return []
-    _, meta = ckpt.load_checkpoint(path)
-    saved_run = meta.get("run")
-    return _config_diffs(meta.get("config", {}), to_dict(cfg)) + _run_diffs(
-        saved_run, _run_identity(model, train)
-    )
-
-
-def _run_identity(model: nn.Module, loader: Any) -> dict[str, Any]:
-    """What makes a saved run this run besides the TrainConfig: model spec, shapes, data rows."""
-    labels = split_labels(loader)
-    return {
-        "model": model.spec() if callable(getattr(model, "spec", None)) else None,
-        "shapes": {k: list(v.shape) for k, v in model.state_dict().items()},
-        "train_rows": len(labels) if labels is not None else None,
-    }
-
-
-def _config_diffs(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """``train.KEY saved -> now`` for every TrainConfig field that must match to resume."""
-    keys = sorted((set(saved) | set(now)) - _RESUME_FREE - set(_RESUME_LIMITS))
-    return [f"train.{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in keys if saved.get(k) != now.get(k)]
-
-
-def _limit_diffs(saved: dict[str, Any], cfg: TrainConfig, meta: dict[str, Any]) -> list[str]:
-    """Stop limits may be raised, never set below what the saved run already trained."""
-    out = []
-    epoch, in_epoch = meta.get("epoch", 0), meta.get("step_in_epoch", 0)
-    if epoch > cfg.epochs or (epoch == cfg.epochs and in_epoch > 0):
-        done = f"{epoch} epochs" + (f" and {in_epoch} steps" if in_epoch else "")
-        out.append(f"train.epochs {saved.get('epochs')!r} -> {cfg.epochs} (it already trained {done})")
-    if cfg.max_steps is not None and cfg.max_steps < meta.get("global_step", 0):
-        out.append(
-            f"train.max_steps {saved.get('max_steps')!r} -> {cfg.max_steps} "
-            f"(it already trained {meta['global_step']} steps)"
-        )
-    return out
-
-
-def _run_diffs(saved: dict[str, Any] | None, now: dict[str, Any]) -> list[str]:
-    """Model and data differences (checkpoints written before this check carry no ``run``)."""
-    if saved is None:
-        return []
-    out = []
-    s_model, n_model = saved.get("model") or {}, now.get("model") or {}
-    if s_model and n_model and s_model.get("model") != n_model.get("model"):
-        out.append(f"model {s_model.get('model')!r} -> {n_model.get('model')!r}")
-    elif s_model and n_model:
-        s_cfg, n_cfg = s_model.get("config", {}), n_model.get("config", {})
-        for k in sorted(set(s_cfg) | set(n_cfg)):
-            if s_cfg.get(k) != n_cfg.get(k):
-                out.append(f"model.{k} {s_cfg.get(k)!r} -> {n_cfg.get(k)!r}")
-    if not out and saved.get("shapes") != now.get("shapes"):  # e.g. compressed modules swapped in
-        out.append("the model's parameters (names or shapes)")
-    rows = (saved.get("train_rows"), now.get("train_rows"))
-    if None not in rows and rows[0] != rows[1]:
-        out.append(f"training rows {rows[0]} -> {rows[1]}")
-    return out
 
 
 def _adam(params: list[nn.Parameter], lr: float) -> torch.optim.Adam:

@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from ctrzip.compression.mec.method import dense_reason
+from ctrzip.compression.mec.fields import dense_reason
 from ctrzip.nn.embedding.pq import Layout, packed_code_bytes, pq_float_bytes, pq_table_bytes
 
 # Criteo, min_count 10 on an 80% training split (shared/spec/DATA.md); I-fields bucketed by floor(ln(v)^2).
