@@ -10,6 +10,7 @@ relative reconstruction error ``||W' - W||_F / ||W||_F`` (tables: all rows; Line
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,8 +19,31 @@ from torch import Tensor, nn
 from ctrzip.compression.api import MetricsReport, TargetDecision
 from ctrzip.compression.sizes import stored_bytes
 from ctrzip.data.dataset import EncodedDataset
+from ctrzip.errors import CompressionError
 from ctrzip.nn.embedding.base import EmbeddingTable
 from ctrzip.nn.swappable import replace_module
+
+
+@dataclass
+class PostTrainingOptions:
+    """Options every post-training method shares (its config's first fields).
+
+    Args:
+        eval_split: split whose metrics are reported before and after (None: no evaluation).
+        batch_size: rows per evaluation forward.
+        device: ``auto``, ``cpu`` or ``cuda``.
+
+    Raises:
+        CompressionError: ``batch_size`` below 1.
+    """
+
+    eval_split: str | None = "valid"
+    batch_size: int = 8192
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise CompressionError(f"{type(self).__name__}: batch_size must be >= 1, got {self.batch_size}")
 
 
 def _dense_view(module: nn.Module) -> Tensor:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ctrzip.compression.api import CompressionMethod, TargetDecision, register_method
-from ctrzip.compression.posttraining import swap_and_report
+from ctrzip.compression.posttraining import PostTrainingOptions, swap_and_report
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.data.loader import resolve_device
 from ctrzip.errors import CompressionError
@@ -24,7 +24,7 @@ from ctrzip.nn.embedding.base import DenseTable
 
 
 @dataclass
-class MixedConfig:
+class MixedConfig(PostTrainingOptions):
     """Band plans per field.
 
     Args:
@@ -34,9 +34,7 @@ class MixedConfig:
             (padding) maps to zero, the OOV id ``vocab_size - 1`` belongs to the last band.
         use_counts: weight fits by the dataset's training counts (refused if the dataset has
             none); False fits with uniform weights.
-        eval_split: split whose metrics are reported before and after (None: no evaluation).
-        batch_size: rows per evaluation forward.
-        device: ``auto``, ``cpu`` or ``cuda``.
+        (and ``PostTrainingOptions``: eval_split, batch_size, device)
         version: config schema version.
 
     Raises:
@@ -45,14 +43,10 @@ class MixedConfig:
 
     plans: dict[str, tuple[BandSpec, ...]] = field(default_factory=dict)
     use_counts: bool = True
-    eval_split: str | None = "valid"
-    batch_size: int = 8192
-    device: str = "auto"
     version: int = 1
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise CompressionError(f"mixed: batch_size must be >= 1, got {self.batch_size}")
+        super().__post_init__()
         self.plans = {
             name: tuple(b if isinstance(b, BandSpec) else BandSpec.from_dict(b) for b in bands)
             for name, bands in self.plans.items()

@@ -15,7 +15,7 @@ from typing import Any
 from torch import nn
 
 from ctrzip.compression.api import CompressionMethod, register_method
-from ctrzip.compression.posttraining import swap_and_report
+from ctrzip.compression.posttraining import PostTrainingOptions, swap_and_report
 from ctrzip.compression.select import match
 from ctrzip.compression.shrink import compressed, decide, not_smaller, refuse_listed, require_some
 from ctrzip.data.dataset import EncodedDataset
@@ -26,27 +26,18 @@ from ctrzip.nn.int8_linear import Int8Linear
 
 
 @dataclass
-class LinearInt8Config:
+class LinearInt8Config(PostTrainingOptions):
     """int8 weight-only Linear layers.
 
     Args:
         layers: fqn globs of the Linear layers to quantize (None = every plain ``nn.Linear``);
             a listed layer that cannot shrink is an error.
-        eval_split: split whose metrics are reported before and after (None: no evaluation).
-        batch_size: rows per evaluation forward.
-        device: ``auto``, ``cpu`` or ``cuda``.
+        (and ``PostTrainingOptions``: eval_split, batch_size, device)
         version: config schema version.
     """
 
     layers: tuple[str, ...] | None = None
-    eval_split: str | None = "valid"
-    batch_size: int = 8192
-    device: str = "auto"
     version: int = 1
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise CompressionError(f"linear_int8: batch_size must be >= 1, got {self.batch_size}")
 
 
 def _linear_bytes(m: nn.Linear) -> int:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ctrzip.compression.api import CompressionMethod, TargetDecision, register_method
-from ctrzip.compression.posttraining import swap_and_report
+from ctrzip.compression.posttraining import PostTrainingOptions, swap_and_report
 from ctrzip.compression.select import tables
 from ctrzip.compression.shrink import compressed, decide, not_smaller, refuse_listed, require_some
 from ctrzip.data.dataset import EncodedDataset
@@ -26,7 +26,7 @@ from ctrzip.nn.embedding.rowwise import BITS, RowwiseQuantTable, row_bytes
 
 
 @dataclass
-class RowwiseConfig:
+class RowwiseConfig(PostTrainingOptions):
     """Row-wise quantized embedding rows.
 
     Args:
@@ -37,9 +37,7 @@ class RowwiseConfig:
         first_order: also quantize first-order (dimension-1) tables of LR-style parts.
         optimized_qparams: int4/int2 only: search each row's range for the least squared
             error (PyTorch's prepack option, ~15 us per row) instead of min/max.
-        eval_split: split whose metrics are reported before and after (None: no evaluation).
-        batch_size: rows per evaluation forward.
-        device: ``auto``, ``cpu`` or ``cuda``.
+        (and ``PostTrainingOptions``: eval_split, batch_size, device)
         version: config schema version.
 
     Raises:
@@ -50,14 +48,12 @@ class RowwiseConfig:
     fields: tuple[str, ...] | None = None
     first_order: bool = True
     optimized_qparams: bool = True
-    eval_split: str | None = "valid"
-    batch_size: int = 8192
-    device: str = "auto"
     version: int = 1
 
     preset_bits: ClassVar[int | None] = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.bits not in BITS:
             raise CompressionError(f"rowwise: bits must be one of {BITS}, got {self.bits}")
         if self.preset_bits is not None and self.bits != self.preset_bits:
@@ -65,8 +61,6 @@ class RowwiseConfig:
                 f"{type(self).__name__} fixes bits={self.preset_bits}; "
                 f"use method 'rowwise' with bits={self.bits} instead"
             )
-        if self.batch_size < 1:
-            raise CompressionError(f"rowwise: batch_size must be >= 1, got {self.batch_size}")
 
 
 @dataclass
