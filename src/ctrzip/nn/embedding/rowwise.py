@@ -22,6 +22,7 @@ The padding id maps to exactly zero.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -59,6 +60,7 @@ def row_bytes(dim: int, bits: int) -> int:
     return padded_dim(dim, bits) * bits // 8 + 4
 
 
+@functools.cache  # asked on every lookup: the answer is fixed for the process
 def _has_cpu_ops() -> bool:
     return all(hasattr(torch.ops.quantized, n) for n in (*_PREPACK.values(), *_LOOKUP.values()))
 
