@@ -26,7 +26,6 @@ from ctrzip.nn.embedding.bands import BandSpec, validate_plan
 from ctrzip.nn.embedding.base import EmbeddingTable
 from ctrzip.nn.embedding.pq import PQFit, PQTable
 from ctrzip.nn.embedding.rowwise import RowwiseQuantTable
-from ctrzip.nn.int8_linear import Int8Linear
 
 
 @dataclass
@@ -143,17 +142,4 @@ def band_plans(v: int, counts: Tensor, head_share: float) -> list[tuple[str, lis
         label = "+".join(f"{r}{''.join(f'{k}{x}' for k, x in p.items())}" for r, p in ((hr, hp), (tr, tp)))
         plan = [BandSpec(0, h, hr, hp), BandSpec(h, v - 1, tr, tp), BandSpec(v - 1, v, "float")]
         out.append((f"bands@{head_share:g} {label}", plan))
-    return out
-
-
-def linear_candidates(linear: nn.Linear) -> list[Candidate]:
-    """A Linear kept in float32 or stored as int8 weights (error: relative weight error)."""
-    keep = 4 * sum(p.numel() for p in linear.parameters())
-    q = Int8Linear.from_linear(linear)
-    nbytes = sum(t.numel() * t.element_size() for t in (*q.buffers(), *q.parameters()))
-    w = linear.weight.detach().float()
-    err = float((q.weight - w).pow(2).sum() / w.pow(2).sum().clamp_min(1e-30))
-    out = [Candidate("float", keep, 0.0, None)]
-    if nbytes < keep:
-        out.append(Candidate("int8", nbytes, err, lambda: Int8Linear.from_linear(linear)))
     return out

@@ -2,16 +2,17 @@
 
 Steps: (1) every target gets candidate representations with exact bytes (tables: float,
 row-wise fp16/int8/int4/int2, count-weighted k-means PQ at several (M, K); first-order
-tables: float or fp16; the dense network: float or int8 weights); (2) a cheap sensitivity:
+tables: float or fp16; the dense network: float, int8 weights, or feature-mimicking low rank
+at a few output-variance shares with int8 factors, ``network.py``); (2) a cheap sensitivity:
 each table option's predicted validation-AUC loss is ``k_f * error``, where ``error`` is the
 count-weighted reconstruction error and ``k_f`` is calibrated by one plug-in validation pass
 of the field's most aggressive option (on ``calib_rows`` validation rows); the first-order
-group and the network are measured directly; (3) the exact bytes-vs-loss frontier
-(``allocate.frontier``) gives the plan with the least predicted loss within ``mb``, or the
-smallest within ``max_auc_loss``; (4) the plan is applied and verified by a real validation
-pass; in loss mode a miss rescales the predictions by measured/predicted and re-plans
-(at most ``refine`` times). The stored bytes never exceed the budget (checked on the model's
-tensors, which are what ``ctrzip.save`` writes).
+group is measured directly, and so is every form of the network (one pass each); (3) the
+exact bytes-vs-loss frontier (``allocate.frontier``) gives the plan with the least predicted
+loss within ``mb``, or the smallest within ``max_auc_loss``; (4) the plan is applied and
+verified by a real validation pass; in loss mode a miss rescales the predictions by
+measured/predicted and re-plans (at most ``refine`` times). The stored bytes never exceed
+the budget (checked on the model's tensors, which are what ``ctrzip.save`` writes).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from ctrzip.compression.budget.allocate import (
     frontier,
     smallest_within_loss,
 )
-from ctrzip.compression.budget.candidates import Candidate, linear_candidates, table_candidates
+from ctrzip.compression.budget.candidates import Candidate, table_candidates
+from ctrzip.compression.budget.network import network_candidates, output_pcas
 from ctrzip.compression.sizes import size_report
 from ctrzip.data.dataset import EncodedDataset, SplitArrays
 from ctrzip.data.loader import resolve_device
@@ -39,7 +41,7 @@ from ctrzip.errors import CompressionError
 from ctrzip.models.base import CTRModel
 from ctrzip.nn.embedding.base import DenseTable
 from ctrzip.nn.embedding.field import FieldEmbedding
-from ctrzip.nn.swappable import replace_module
+from ctrzip.nn.swappable import SWAPPABLE, replace_module
 
 MB = 2**20
 
@@ -56,6 +58,8 @@ class BudgetConfig:
         pq: product-quantization settings offered to tables, as ``"MxK"`` strings.
         bands: head shares of lookups for the popularity-banded table candidates (empty: none).
         dense_network: offer int8 weights for every plain ``nn.Linear``.
+        lowrank_energy: output-variance shares at which the network is also offered as
+            feature-mimicking low rank with int8 factors (empty: none; needs ``dense_network``).
         calib_rows: validation rows used by the calibration passes (the verify pass uses all).
         calib_share: the largest targets holding this share of the compressible bytes get a
             calibration pass each; the others use the median slope of those.
@@ -76,6 +80,7 @@ class BudgetConfig:
     pq: tuple[str, ...] = ("4x256", "2x256", "1x256")
     bands: tuple[float, ...] = (0.8, 0.95)
     dense_network: bool = True
+    lowrank_energy: tuple[float, ...] = (0.99, 0.95, 0.9)
     calib_rows: int = 100_000
     calib_share: float = 0.95
     eval_split: str = "valid"
@@ -94,6 +99,11 @@ class BudgetConfig:
             raise CompressionError(f"budget: max_auc_loss must be >= 0, got {self.max_auc_loss}")
         if any(not 0.0 < b < 1.0 for b in self.bands):
             raise CompressionError(f"budget: bands are shares of lookups in (0, 1), got {list(self.bands)}")
+        if any(not 0.0 < e < 1.0 for e in self.lowrank_energy):
+            raise CompressionError(
+                "budget: lowrank_energy are shares of output variance in (0, 1), "
+                f"got {list(self.lowrank_energy)}"
+            )
         if not 0.0 < self.calib_share <= 1.0:
             raise CompressionError(f"budget: calib_share must be in (0, 1], got {self.calib_share}")
         if self.calib_rows < 1000:
@@ -118,6 +128,7 @@ class _Target:
     kind: str
     candidates: list[Candidate]
     swap: Any  # callable(candidate) -> None: installs the candidate's module(s)
+    measure_all: bool = False  # one plug-in pass per candidate instead of k * error
 
 
 @register_method("budget", BudgetConfig)
@@ -218,9 +229,9 @@ def _targets(model: CTRModel, data: EncodedDataset, cfg: BudgetConfig) -> list[_
     if first and 16 in cfg.bits:
         out.append(_first_order_group(model, first))
     if cfg.dense_network:
-        linears = [(fqn, m) for fqn, m in model.named_modules() if type(m) is nn.Linear]
+        linears = {fqn: m for fqn, m in model.named_modules() if type(m) is nn.Linear}
         if linears:
-            out.append(_linear_group(model, linears))
+            out.append(_network_target(model, linears, data, cfg))
     return out
 
 
@@ -269,14 +280,26 @@ def _first_order_group(model: CTRModel, fqns: list[str]) -> _Target:
     return _group("first_order", "table", "fp16", items)
 
 
-def _linear_group(model: CTRModel, linears: list[tuple[str, nn.Linear]]) -> _Target:
-    def swapper(fqn: str, original: nn.Linear) -> Any:
-        def swap(c: Candidate) -> None:
-            replace_module(model, fqn, original if c.build is None else c.build())
+def _network_target(
+    model: CTRModel, linears: dict[str, nn.Linear], data: EncodedDataset, cfg: BudgetConfig
+) -> _Target:
+    pcas = {}
+    if cfg.lowrank_energy:  # output statistics from training rows (the eval split if there are none)
+        rows = _head(data["train" if "train" in data.splits else cfg.eval_split], cfg.calib_rows)
+        dev = next(model.parameters()).device
+        # a factor of an already factorized layer is offered int8 only (no nested low rank)
+        free = [
+            f for f in linears if type(model.get_submodule(f.rpartition(".")[0])).__name__ not in SWAPPABLE
+        ]
+        pcas = output_pcas(model, free, rows, cfg.batch_size, dev)
 
-        return swap
+    def install(mods: dict[str, nn.Module]) -> None:
+        for fqn, mod in mods.items():
+            replace_module(model, fqn, mod)
 
-    return _group("network", "linear", "int8", [(swapper(f, m), linear_candidates(m)) for f, m in linears])
+    forms = network_candidates(linears, pcas, cfg.lowrank_energy, install)
+    apply = {c.name: f for c, f in forms}
+    return _Target("network", "linear", [c for c, _ in forms], lambda c: apply[c.name](), measure_all=True)
 
 
 def _calibrate(targets: list[_Target], base: float, score: Any, share: float) -> dict[str, list[float]]:
@@ -292,6 +315,15 @@ def _calibrate(targets: list[_Target], base: float, score: Any, share: float) ->
     slopes: list[float] = []
     seen = 0
     for t in movable:
+        if t.measure_all:  # a few forms of one unit: measure each rather than extrapolate
+            drops = [0.0]
+            for c in t.candidates[1:]:
+                t.swap(c)
+                drops.append(max(base - score(), 0.0))
+            t.swap(t.candidates[0])
+            losses[t.name] = [d + 1e-9 * i for i, d in enumerate(drops)]
+            seen += t.candidates[0].nbytes
+            continue
         ref = max(range(1, len(t.candidates)), key=lambda i: t.candidates[i].error)
         err = t.candidates[ref].error
         if seen >= share * total and slopes:
