@@ -128,3 +128,25 @@ def train_dense(name: str, data: Any, seed: int, args: Any) -> tuple[Any, float]
     t0 = time.perf_counter()
     Trainer(cfg).fit(model, data["train"], data["valid"])
     return model.eval(), time.perf_counter() - t0
+
+
+def speed_ratios(
+    models: dict[str, Any], data: Any, rounds: int = 5, threads: int | None = 1
+) -> dict[str, float]:
+    """CPU samples/s of each model over ``models["dense"]``'s at batch 10k: interleaved rounds
+    (each model timed once per round, ratio to dense in that round), then the median ratio."""
+    import statistics
+
+    from ctrzip.bench.timing import time_forward
+    from ctrzip.data.loader import BatchLoader
+
+    batches = list(BatchLoader(data["test"], batch_size=10_000))[:2]
+    ratios: dict[str, list[float]] = {k: [] for k in models}
+    for _ in range(rounds):
+        now = {
+            k: time_forward(m, batches, warmup=1, repeats=2, threads=threads, device="cpu")["samples_per_s"]
+            for k, m in models.items()
+        }
+        for k in models:
+            ratios[k].append(now[k] / now["dense"])
+    return {k: statistics.median(v) for k, v in ratios.items()}

@@ -1,14 +1,23 @@
-"""Whole-model compression to a memory budget: ratio, test AUC and search time per budget.
+"""Whole-model frontier: the budget method against dense, row-wise int8/int4, weighted k-means
+PQ and MEC, per model and seed (issue 10, item 5).
 
-First version (issue 10): for each model and seed, train the dense model one epoch (timed:
-the search cost is reported against it), then run ``BudgetConfig(mb=total / r)`` for each
-ratio ``r`` on a copy, and ``BudgetConfig(max_auc_loss=L)`` for each loss cap. Plug-in
-protocol (no fine-tune), so every row is compared with the same trained model. Bytes are the
-stored tensors of this data's vocabulary; they are also projected to Criteo's real
-vocabulary (``criteo_ratio``) with each table's own layout (``compression.budget.projection``);
-the plan itself was chosen at this scale.
+For each model and seed the dense model is trained once (timed: the search cost is reported
+against one epoch), then every variant runs on a fresh copy of it, plug-in (no fine-tune, so
+the dense model of the same seed is the paired control, PROTOCOL.md 1):
 
-    python benchmarks/bench_budget.py --models deepfm pnn --ratios 2 4 --losses 0.001
+* ``int8 rows`` / ``int4 rows``: row-wise quantized tables (``int4 rows + int8 linear`` too);
+* ``weighted k-means`` / ``mec``: MEC's PQ (M x K, fields with at least ``--min-vocab`` ids);
+* ``budget loss<=L`` (``BudgetConfig(max_auc_loss=L)``) and ``budget R x`` (``mb = dense / R``).
+
+Each record has stored bytes (what ``ctrzip.save`` writes), valid and test AUC, the paired
+deltas, the method's seconds, and the bytes of both models projected to a real vocabulary
+(``--vocab criteo|avazu``, ``compression.budget.projection``: each table's own layout over the
+real ids; the plan and AUC are from this data). For the first seed, CPU inference at batch
+10k is timed against dense (interleaved rounds). Rows already in ``--out`` are skipped, so an
+interrupted run resumes. ``summarize.py budget`` makes the table and the frontier plot.
+
+    python benchmarks/bench_budget.py --models pnn deepfm dcnv2 gdcn --seeds 0 1 2
+    python benchmarks/bench_budget.py --data AVAZU_ENC --vocab avazu --tag avazu-like --models pnn deepfm
 """
 
 from __future__ import annotations
@@ -24,83 +33,148 @@ from typing import Any
 
 from ctrzip.compression import compress
 from ctrzip.compression.budget import BudgetConfig
+from ctrzip.compression.budget.projection import project_bytes
+from ctrzip.compression.mec.method import MECConfig
+from ctrzip.compression.mec.projection import FULL_SCALE_VOCAB
+from ctrzip.compression.quantize import Int4Config, Int8Config, LinearInt8Config
 from ctrzip.compression.sizes import size_report
 from ctrzip.errors import CompressionError
 from ctrzip.train.trainer import evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, add_model_args, open_data, run_meta, train_dense  # noqa: E402
+from _common import RESULTS, add_model_args, open_data, run_meta, speed_ratios, train_dense  # noqa: E402
 
 
-def criteo_projection(dense: Any, model: Any, data: Any) -> dict[str, Any]:
-    """Both models' bytes over Criteo's real vocabulary (min_count 10), when the fields match."""
-    from ctrzip.compression.budget.projection import project_bytes
-    from ctrzip.compression.mec.projection import FULL_SCALE_VOCAB
+def variants(args: argparse.Namespace, seed: int, total: int) -> dict[str, list[Any]]:
+    """``{label: [config, ...]}`` applied in order to a copy of the dense model."""
+    pq = {"num_subspaces": args.M, "codebook_size": args.K, "min_vocab": args.min_vocab, "seed": seed}
+    pq |= {"protocol": "none", "plugin_per_field": False, "device": "cpu"}
+    out: dict[str, list[Any]] = {
+        "int8 rows": [Int8Config(eval_split=None)],
+        "int4 rows": [Int4Config(eval_split=None)],
+        "int4 rows + int8 linear": [Int4Config(eval_split=None), LinearInt8Config(eval_split=None)],
+        "weighted k-means": [MECConfig.variant("weighted_kmeans", **pq)],
+    }
+    if args.mec_steps > 0:
+        out["mec"] = [MECConfig.variant("mec", steps=args.mec_steps, **pq)]
+    budget = {"calib_rows": args.calib_rows, "device": "cpu", "seed": seed}
+    for loss in args.losses:
+        out[f"budget loss<={loss:g}"] = [BudgetConfig(max_auc_loss=loss, **budget)]
+    for r in args.ratios:
+        out[f"budget {r:g}x"] = [BudgetConfig(mb=total / r / 2**20, **budget)]
+    return {k: v for k, v in out.items() if not args.only or k in args.only}
 
-    vocab = FULL_SCALE_VOCAB["criteo"]
-    if not all(f.name in vocab for f in data.schema.sparse_fields):
+
+def projected(dense: Any, model: Any, vocab: dict[str, int] | None) -> dict[str, Any]:
+    if vocab is None:
         return {}
-    before, after = project_bytes(dense, vocab), project_bytes(model, vocab)
-    return {"criteo_bytes_before": before, "criteo_bytes": after, "criteo_ratio": before / after}
+    try:
+        before, after = project_bytes(dense, vocab), project_bytes(model, vocab)
+    except CompressionError as err:  # a table type without a projection rule: say so
+        return {"projection_error": str(err)}
+    return {"projected_bytes_before": before, "projected_bytes": after, "projected_ratio": before / after}
+
+
+def done_cells(out: Path) -> set[tuple[str, str, int, str]]:
+    if not out.exists():
+        return set()
+    recs = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    return {(r["data"], r["model"], r["seed"], r["variant"]) for r in recs}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_args(ap, ["deepfm", "pnn"])
-    ap.add_argument("--ratios", nargs="+", type=float, default=[2.0, 4.0])
-    ap.add_argument("--losses", nargs="+", type=float, default=[0.001])
-    ap.add_argument("--calib-rows", type=int, default=100_000)
+    add_model_args(ap, ["pnn", "deepfm", "dcnv2", "gdcn"])
+    ap.add_argument("--tag", default="criteo-like", help="data label stored in each record")
+    ap.add_argument("--vocab", default="criteo", choices=[*FULL_SCALE_VOCAB, "none"])
+    ap.add_argument("--ratios", nargs="*", type=float, default=[8.0, 16.0])
+    ap.add_argument("--losses", nargs="*", type=float, default=[0.001, 0.002])
+    ap.add_argument("--calib-rows", type=int, default=50_000)
+    ap.add_argument("--M", type=int, default=4)
+    ap.add_argument("--K", type=int, default=256)
+    ap.add_argument("--min-vocab", type=int, default=1000)
+    ap.add_argument("--mec-steps", type=int, default=300, help="MEC stage-1 steps per field (0: no MEC)")
+    ap.add_argument("--only", nargs="*", default=None, help="run only these variant labels")
+    ap.add_argument("--rounds", type=int, default=3, help="inference timing rounds (first seed)")
     args = ap.parse_args()
     data = open_data(args)
     meta = run_meta(args)
-    out = args.out or RESULTS / f"budget_{meta['machine_tag']}.jsonl"
-    head = ("model", "seed", "goal", "MB", "ratio", "d test AUC", "search/epoch", "criteo x")
-    print("{:8s} {:>4s} {:>14s} {:>7s} {:>6s} {:>10s} {:>12s} {:>10s}".format(*head))
+    out = args.out or RESULTS / f"budget_frontier_{meta['machine_tag']}.jsonl"
+    vocab = None if args.vocab == "none" else FULL_SCALE_VOCAB[args.vocab]
+    if vocab is not None and not all(f.name in vocab for f in data.schema.sparse_fields):
+        ap.error(f"--vocab {args.vocab}: the data's fields are not {args.vocab}'s")
+    done = done_cells(out)
+    head = ("model", "seed", "variant", "MB", "ratio", "proj", "d test", "s")
+    print("{:7s} {:>4s} {:26s} {:>7s} {:>6s} {:>6s} {:>8s} {:>6s}".format(*head))
     for name in args.models:
         for seed in args.seeds:
-            dense, epoch_s = train_dense(name, data, seed, args)
-            epoch_s /= args.epochs
+            labels = ["dense", *variants(args, seed, 1)]
+            if all((args.tag, name, seed, v) in done for v in labels):
+                continue
+            dense, train_s = train_dense(name, data, seed, args)
+            epoch_s = train_s / args.epochs
             total = size_report(dense)["total"]["bytes"]
-            base = evaluate(dense, data["test"], batch_size=20_000, device="cpu")
-            goals = [("mb", total / r / 2**20, f"{r:g}x budget") for r in args.ratios]
-            goals += [("max_auc_loss", loss, f"loss<={loss:g}") for loss in args.losses]
-            for key, value, label in goals:
-                model = copy.deepcopy(dense)
+            base = {s: evaluate(dense, data[s], batch_size=20_000, device="cpu") for s in ("valid", "test")}
+            models: dict[str, Any] = {"dense": dense}
+            for label, configs in {"dense": [], **variants(args, seed, total)}.items():
+                if (args.tag, name, seed, label) in done:
+                    continue
+                model = copy.deepcopy(dense) if configs else dense
                 t0 = time.perf_counter()
                 try:
-                    compress(
-                        model, BudgetConfig(**{key: value}, calib_rows=args.calib_rows, device="cpu"), data
-                    )
+                    for cfg in configs:
+                        compress(model, cfg, data)
                 except CompressionError as err:
-                    print(f"{name:8s} {seed:4d} {label:>14s} refused: {err}")
+                    print(f"{name:7s} {seed:4d} {label:26s} refused: {err}")
                     continue
-                search_s = time.perf_counter() - t0
-                report = model.compression_log[-1]["report"]
-                test = evaluate(model, data["test"], batch_size=20_000, device="cpu")
+                seconds = time.perf_counter() - t0
+                models[label] = model.eval()
+                met = {
+                    s: evaluate(model, data[s], batch_size=20_000, device="cpu") for s in ("valid", "test")
+                }
+                report = model.compression_log[-1]["report"] if configs else {}
+                after = size_report(model)["total"]["bytes"]
                 rec = {
                     **meta,
+                    "data": args.tag,
                     "model": name,
                     "seed": seed,
-                    "goal": {key: value},
+                    "variant": label,
                     "bytes_before": total,
-                    "bytes": report["bytes"]["after"],
-                    "ratio": total / report["bytes"]["after"],
-                    "test_auc": test["auc"],
-                    "dense_test_auc": base["auc"],
-                    "delta_test_auc": test["auc"] - base["auc"],
-                    "valid": report["metrics"],
-                    "search_seconds": search_s,
+                    "bytes": after,
+                    "ratio": total / after,
+                    **projected(dense, model, vocab),
+                    "valid_auc": met["valid"]["auc"],
+                    "test_auc": met["test"]["auc"],
+                    "test_logloss": met["test"]["logloss"],
+                    "dense_valid_auc": base["valid"]["auc"],
+                    "dense_test_auc": base["test"]["auc"],
+                    "delta_valid_auc": met["valid"]["auc"] - base["valid"]["auc"],
+                    "delta_test_auc": met["test"]["auc"] - base["test"]["auc"],
+                    "seconds": seconds,
                     "epoch_seconds": epoch_s,
-                    "plan": Counter(p["representation"].split(" ")[0] for p in report["plan"]),
                     "train_rows": len(data["train"].label),
-                    **criteo_projection(dense, model, data),
+                    "plan": Counter(p["representation"] for p in report.get("plan", [])),
+                    "network": next(
+                        (p["representation"] for p in report.get("plan", []) if p["target"] == "network"),
+                        None,
+                    ),
                 }
                 with out.open("a") as f:
                     f.write(json.dumps(rec) + "\n")
                 print(
-                    f"{name:8s} {seed:4d} {label:>14s} {rec['bytes'] / 2**20:7.3f} {rec['ratio']:6.2f} "
-                    f"{rec['delta_test_auc']:+10.4f} {search_s / epoch_s:12.2f} "
-                    f"{rec.get('criteo_ratio', float('nan')):10.1f}"
+                    f"{name:7s} {seed:4d} {label:26s} {after / 2**20:7.3f} {rec['ratio']:6.2f} "
+                    f"{rec.get('projected_ratio', float('nan')):6.1f} {rec['delta_test_auc']:+8.4f} "
+                    f"{seconds:6.1f}"
+                )
+            if seed == args.seeds[0] and args.rounds > 0 and len(models) > 1:
+                speed = speed_ratios(models, data, args.rounds, threads=1)
+                with out.open("a") as f:
+                    rec = {"data": args.tag, "model": name, "seed": seed, "variant": "_speed"}
+                    f.write(json.dumps({**meta, **rec, "speed_vs_dense_batch10k": speed}) + "\n")
+                print(
+                    "speed vs dense (batch 10k, 1 thread): "
+                    + ", ".join(f"{k} {v:.2f}" for k, v in speed.items())
                 )
     print(f"appended to {out}")
 

@@ -15,21 +15,18 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
-from ctrzip.bench.timing import time_forward
 from ctrzip.compression import compress
 from ctrzip.compression.quantize import FP16Config, Int2Config, Int4Config, Int8Config, LinearInt8Config
 from ctrzip.compression.sizes import size_report
 from ctrzip.data.dataset import EncodedDataset
-from ctrzip.data.loader import BatchLoader
 from ctrzip.train.trainer import evaluate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, add_model_args, open_data, run_meta, train_dense  # noqa: E402
+from _common import RESULTS, add_model_args, open_data, run_meta, speed_ratios, train_dense  # noqa: E402
 
 VARIANTS: dict[str, list[Any]] = {
     "fp16 rows": [FP16Config(eval_split=None)],
@@ -47,21 +44,6 @@ def metrics(model: Any, data: EncodedDataset) -> dict[str, float]:
         m = evaluate(model, data[split], batch_size=20_000, device="cpu")
         out[f"{split}_auc"], out[f"{split}_logloss"] = m["auc"], m["logloss"]
     return out
-
-
-def speed_ratios(models: dict[str, Any], data: EncodedDataset, args: argparse.Namespace) -> dict[str, float]:
-    batches = list(BatchLoader(data["test"], batch_size=10_000))[:2]
-    ratios: dict[str, list[float]] = {k: [] for k in models}
-    for _ in range(args.rounds):
-        now = {
-            k: time_forward(m, batches, warmup=1, repeats=2, threads=args.threads, device="cpu")[
-                "samples_per_s"
-            ]
-            for k, m in models.items()
-        }
-        for k in models:
-            ratios[k].append(now[k] / now["dense"])
-    return {k: statistics.median(v) for k, v in ratios.items()}
 
 
 def main() -> None:
@@ -84,7 +66,7 @@ def main() -> None:
                 for cfg in configs:
                     compress(m, cfg, data)
                 models[label] = m.eval()
-            speed = speed_ratios(models, data, args)
+            speed = speed_ratios(models, data, args.rounds, args.threads)
             base = metrics(dense, data)
             base_bytes = size_report(dense)["total"]["bytes"]
             for label, m in models.items():

@@ -28,7 +28,7 @@ data() {  # data KIND ROWS MIN_COUNT: generate with all cores, encode once
   python3 - "$kind" "$rows" "$mc" "$dir" <<'EOF'
 import os, sys, time
 from ctrzip.data.encode import encode_dataset
-from ctrzip.data.synth.generate import generate
+from ctrzip.data.synth import generate
 kind, rows, mc, d = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 t = time.perf_counter()
 generate(f"{kind}-like", f"{d}/raw", rows, seed=0, workers=os.cpu_count(), progress=False)

@@ -109,12 +109,18 @@ def test_head_size_and_banded_candidates_are_exact() -> None:
     table = DenseTable.from_tensor(torch.randn(v, 8, generator=torch.Generator().manual_seed(0)))
     cands = table_candidates(table, counts, bits=(), bands=(0.8,))
     banded = [c for c in cands if c.name.startswith("bands@0.8")]
-    assert len(banded) == 4
+    assert len(banded) == 6  # four two-band and two three-band layouts
+    triples = [c for c in banded if c.name.startswith("bands@0.8/0.99 ")]
+    assert len(triples) == 2
+    t = head_size(counts, 0.99)
+    assert h < t < v - 1
+    for c in triples:  # head | mid | shared deepest tail | float OOV row, at the two shares
+        assert [(b.start, b.end) for b in c.build().plan] == [(0, h), (h, t), (t, v - 1), (v - 1, v)]
     for c in banded:
         built = c.build()
         assert built.nbytes() == c.nbytes < table.nbytes()
         stored = sum(t.numel() * t.element_size() for t in built.state_dict().values())
         assert stored == c.nbytes
     # one shared tail vector loses more than a 256-word PQ tail under the same int8 head
-    err = {c.name.split(" ")[1]: c.error for c in banded}
+    err = {c.name.split(" ")[1]: c.error for c in banded if c not in triples}
     assert err["rowwisebits8+sharedS1"] > err["rowwisebits8+pqM1K256"] > err["rowwisebits8+pqM2K256"]

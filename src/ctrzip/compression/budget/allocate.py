@@ -36,7 +36,9 @@ class Plan:
     loss: float
 
 
-_State = tuple[int, float, tuple[Option, ...]]  # (bytes, loss, options chosen so far)
+# (bytes, loss, options chosen so far as a cons list (last option, rest) so that growing a
+# state is O(1), not a copy of every earlier choice)
+_State = tuple[int, float, tuple | None]
 
 
 def frontier(options: Mapping[str, Sequence[Option]], max_states: int = 4096) -> list[Plan]:
@@ -53,12 +55,20 @@ def frontier(options: Mapping[str, Sequence[Option]], max_states: int = 4096) ->
     empty = [t for t, opts in options.items() if not opts]
     if empty:
         raise CompressionError(f"budget: no representation available for {', '.join(empty)}")
-    states: list[_State] = [(0, 0.0, ())]
+    states: list[_State] = [(0, 0.0, None)]
     targets = list(options)
     for t in targets:
-        grown = [(b + o.nbytes, loss + o.loss, (*plan, o)) for b, loss, plan in states for o in options[t]]
+        grown = [(b + o.nbytes, loss + o.loss, (o, plan)) for b, loss, plan in states for o in options[t]]
         states = _thin(_pareto(grown), max_states)
-    return [Plan(dict(zip(targets, plan, strict=True)), b, loss) for b, loss, plan in states]
+    return [Plan(dict(zip(targets, _unroll(plan), strict=True)), b, loss) for b, loss, plan in states]
+
+
+def _unroll(plan: tuple | None) -> list[Option]:
+    out = []
+    while plan is not None:
+        out.append(plan[0])
+        plan = plan[1]
+    return out[::-1]
 
 
 def _pareto(states: list[_State]) -> list[_State]:

@@ -92,8 +92,9 @@ def table_candidates(
     def add(name: str, make: Callable[[], nn.Module]) -> None:
         mod = make()
         nbytes = mod.nbytes()  # type: ignore[operator]
-        if nbytes < out[0].nbytes:
-            out.append(Candidate(name, nbytes, weighted_error(weight, mod.materialize(), counts), make))  # type: ignore[operator]
+        if nbytes < out[0].nbytes:  # built once: calibration and the final swap reuse it
+            err = weighted_error(weight, mod.materialize(), counts)  # type: ignore[operator]
+            out.append(Candidate(name, nbytes, err, lambda mod=mod: mod))
 
     for b in bits:
         add("fp16" if b == 16 else f"int{b}", lambda b=b: RowwiseQuantTable.from_dense(weight, b, pad, True))
@@ -132,14 +133,38 @@ BAND_PAIRS: tuple[tuple[tuple[str, dict], tuple[str, dict]], ...] = (
 )
 
 
+# three-band layouts: head (``head_share`` of lookups), mid (up to ``TAIL_SHARE``), and the
+# deepest tail (ids serving the last 1% of lookups: most of a big field's ids) on one shared
+# vector; the MEC/DLRM observation that rare ids carry little individual signal
+BAND_TRIPLES: tuple[tuple[tuple[str, dict], ...], ...] = (
+    (("rowwise", {"bits": 8}), ("pq", {"M": 1, "K": 256}), ("shared", {"S": 1})),
+    (("rowwise", {"bits": 4}), ("pq", {"M": 1, "K": 16}), ("shared", {"S": 1})),
+)
+TAIL_SHARE = 0.99
+
+
+def _label(bands: tuple[tuple[str, dict], ...]) -> str:
+    return "+".join(f"{r}{''.join(f'{k}{x}' for k, x in p.items())}" for r, p in bands)
+
+
 def band_plans(v: int, counts: Tensor, head_share: float) -> list[tuple[str, list[BandSpec]]]:
-    """Two-band plans (head by popularity, tail, float OOV row) named ``head+tail``."""
+    """Banded plans by popularity (ids sorted by frequency), each ending in a float OOV row:
+    two bands (``BAND_PAIRS``, named ``bands@S head+tail``) and, where the ids past
+    ``TAIL_SHARE`` of lookups form a band of their own, three (``BAND_TRIPLES``,
+    ``bands@S/0.99 head+mid+tail``)."""
     h = head_size(counts, head_share)
     if h >= v - 1:
         return []
     out = []
-    for (hr, hp), (tr, tp) in BAND_PAIRS:
-        label = "+".join(f"{r}{''.join(f'{k}{x}' for k, x in p.items())}" for r, p in ((hr, hp), (tr, tp)))
+    for pair in BAND_PAIRS:
+        (hr, hp), (tr, tp) = pair
         plan = [BandSpec(0, h, hr, hp), BandSpec(h, v - 1, tr, tp), BandSpec(v - 1, v, "float")]
-        out.append((f"bands@{head_share:g} {label}", plan))
+        out.append((f"bands@{head_share:g} {_label(pair)}", plan))
+    t = head_size(counts, TAIL_SHARE)
+    if h < t < v - 1:
+        for triple in BAND_TRIPLES:
+            (hr, hp), (mr, mp), (tr, tp) = triple
+            plan = [BandSpec(0, h, hr, hp), BandSpec(h, t, mr, mp), BandSpec(t, v - 1, tr, tp)]
+            plan.append(BandSpec(v - 1, v, "float"))
+            out.append((f"bands@{head_share:g}/{TAIL_SHARE:g} {_label(triple)}", plan))
     return out
