@@ -6,6 +6,7 @@ at least 3 pairs (with 3 seeds the smallest possible p is 0.25: a sign, not proo
 
     python benchmarks/summarize.py mec benchmarks/results/mec_h100_criteo_pnn.jsonl --plot out.png
     python benchmarks/summarize.py lowrank benchmarks/results/lowrank_zoo_cpu2.jsonl
+    python benchmarks/summarize.py budget benchmarks/results/budget_frontier_cpu2.jsonl --plot out.png
 """
 
 from __future__ import annotations
@@ -195,15 +196,24 @@ def lowrank_table(records: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("kind", choices=("mec", "lowrank"))
+    p.add_argument("kind", choices=("mec", "lowrank", "budget"))
     p.add_argument("files", nargs="+", type=Path)
     p.add_argument("--vocab", default="criteo,criteo_raw", help="full-scale vocabularies for MEC ratios")
-    p.add_argument("--plot", type=Path, help="MEC: AUC-vs-ratio frontier PNG (first --vocab)")
+    p.add_argument("--plot", type=Path, help="MEC / budget: frontier PNG (MEC: first --vocab)")
     p.add_argument("--title", default="MEC frontier")
     args = p.parse_args(argv)
     records = load(args.files)
     if args.kind == "lowrank":
         print(lowrank_table(records))
+        return
+    if args.kind == "budget":
+        import budget_summary
+
+        summary = budget_summary.rows(records)
+        print(budget_summary.table(summary) + "\n\n" + budget_summary.best_within(summary))
+        if args.plot:
+            budget_summary.plot(summary, args.plot)
+            print(f"wrote {args.plot}", file=sys.stderr)
         return
     vocabs = [v for v in args.vocab.split(",") if v]
     table, rows = mec_table(records, vocabs)
