@@ -58,9 +58,20 @@ def frontier(options: Mapping[str, Sequence[Option]], max_states: int = 4096) ->
     states: list[_State] = [(0, 0.0, None)]
     targets = list(options)
     for t in targets:
-        grown = [(b + o.nbytes, loss + o.loss, (o, plan)) for b, loss, plan in states for o in options[t]]
+        useful = _useful(options[t])
+        grown = [(b + o.nbytes, loss + o.loss, (o, plan)) for b, loss, plan in states for o in useful]
         states = _thin(_pareto(grown), max_states)
     return [Plan(dict(zip(targets, _unroll(plan), strict=True)), b, loss) for b, loss, plan in states]
+
+
+def _useful(opts: Sequence[Option]) -> list[Option]:
+    """The target's options that no other of its options beats on both bytes and loss (an
+    option another one dominates is in no Pareto-optimal plan, so dropping it is exact)."""
+    out: list[Option] = []
+    for o in sorted(opts, key=lambda o: (o.nbytes, o.loss)):
+        if not out or o.loss < out[-1].loss:
+            out.append(o)
+    return out
 
 
 def _unroll(plan: tuple | None) -> list[Option]:

@@ -59,7 +59,7 @@ def _fit_pq(weight: Tensor, counts: Tensor, m: int, k: int, seed: int) -> PQFit:
     real = weight[1:-1].float()  # [N, D]
     x = real.reshape(real.shape[0], m, d // m).transpose(0, 1).contiguous()  # [M, N, D/M]
     w = counts[1:-1].float().clamp_min(1e-3)  # unseen ids still get a codeword
-    res = weighted_kmeans(x, k, w, iters=15, seed=seed)
+    res = weighted_kmeans(x, k, w, iters=KMEANS_ITERS, seed=seed)
     codes = torch.zeros(v, m, dtype=torch.long, device=weight.device)
     codes[1:-1] = res.assign.T
     return PQFit(codes, res.centroids.to(weight.dtype))
@@ -143,6 +143,16 @@ BAND_TRIPLES: tuple[tuple[tuple[str, dict], ...], ...] = (
 TAIL_SHARE = 0.99
 
 
+# Lloyd iterations of every candidate's k-means: the count-weighted objective has settled by
+# then on embedding tables, and k-means fits are most of the search's own time
+KMEANS_ITERS = 8
+
+
+def _pq_iters(spec: tuple[str, dict]) -> dict:
+    rep, params = spec
+    return {**params, "iters": KMEANS_ITERS} if rep == "pq" else params
+
+
 def _label(bands: tuple[tuple[str, dict], ...]) -> str:
     return "+".join(f"{r}{''.join(f'{k}{x}' for k, x in p.items())}" for r, p in bands)
 
@@ -158,13 +168,21 @@ def band_plans(v: int, counts: Tensor, head_share: float) -> list[tuple[str, lis
     out = []
     for pair in BAND_PAIRS:
         (hr, hp), (tr, tp) = pair
-        plan = [BandSpec(0, h, hr, hp), BandSpec(h, v - 1, tr, tp), BandSpec(v - 1, v, "float")]
+        plan = [
+            BandSpec(0, h, hr, hp),
+            BandSpec(h, v - 1, tr, _pq_iters(pair[1])),
+            BandSpec(v - 1, v, "float"),
+        ]
         out.append((f"bands@{head_share:g} {_label(pair)}", plan))
     t = head_size(counts, TAIL_SHARE)
     if h < t < v - 1:
         for triple in BAND_TRIPLES:
             (hr, hp), (mr, mp), (tr, tp) = triple
-            plan = [BandSpec(0, h, hr, hp), BandSpec(h, t, mr, mp), BandSpec(t, v - 1, tr, tp)]
+            plan = [
+                BandSpec(0, h, hr, hp),
+                BandSpec(h, t, mr, _pq_iters(triple[1])),
+                BandSpec(t, v - 1, tr, tp),
+            ]
             plan.append(BandSpec(v - 1, v, "float"))
             out.append((f"bands@{head_share:g}/{TAIL_SHARE:g} {_label(triple)}", plan))
     return out

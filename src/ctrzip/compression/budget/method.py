@@ -80,7 +80,7 @@ class BudgetConfig:
     pq: tuple[str, ...] = ("4x256", "2x256", "1x256")
     bands: tuple[float, ...] = (0.8, 0.95)
     dense_network: bool = True
-    lowrank_energy: tuple[float, ...] = (0.99, 0.95, 0.9)
+    lowrank_energy: tuple[float, ...] = (0.99, 0.95, 0.9, 0.8)
     calib_rows: int = 100_000
     calib_share: float = 0.95
     eval_split: str = "valid"
@@ -285,7 +285,8 @@ def _network_target(
 ) -> _Target:
     pcas = {}
     if cfg.lowrank_energy:  # output statistics from training rows (the eval split if there are none)
-        rows = _head(data["train" if "train" in data.splits else cfg.eval_split], cfg.calib_rows)
+        # 20k rows pin down a layer's output covariance; more only slows the float64 moments
+        rows = _head(data["train" if "train" in data.splits else cfg.eval_split], min(cfg.calib_rows, 20_000))
         dev = next(model.parameters()).device
         # a factor of an already factorized layer is offered int8 only (no nested low rank)
         free = [
