@@ -15,15 +15,15 @@ from ctrzip.data.schema import FeatureSchema, FieldSpec
 from ctrzip.nn.embedding.banded import BandedTable
 from ctrzip.nn.embedding.bands import BandSpec
 from ctrzip.nn.embedding.base import DenseTable, EmbeddingTable
-from ctrzip.nn.embedding.field import FieldEmbedding
-from ctrzip.nn.embedding.lowrank import LowRankTable
-from ctrzip.nn.embedding.pq import PQTable, SharedCodesPQTable
-from ctrzip.nn.embedding.rowwise import RowwiseQuantTable
 from ctrzip.nn.embedding.dhe import DHETable
+from ctrzip.nn.embedding.field import FieldEmbedding
 from ctrzip.nn.embedding.hashed import HashedTable
+from ctrzip.nn.embedding.lowrank import LowRankTable
 from ctrzip.nn.embedding.mixed_dim import MixedDimTable
+from ctrzip.nn.embedding.pq import PQTable, SharedCodesPQTable
 from ctrzip.nn.embedding.pruned import PrunedTable
 from ctrzip.nn.embedding.qr import QRTable
+from ctrzip.nn.embedding.rowwise import RowwiseQuantTable
 from ctrzip.nn.embedding.tt import TTTable
 from ctrzip.nn.swappable import SWAPPABLE
 
