@@ -1,6 +1,7 @@
 """``ctrzip compress --method NAME --model DIR --data DIR --out DIR``.
 
-``NAME`` is any registered method (``mec``, ``pq``, ``lowrank``, ``svd``, ``tt``, ...) or a MEC
+``NAME`` is any registered method (``mec``, ``pq``, ``lowrank``, ``svd``, ``tt``, the table
+baselines ``hashing``, ``qr``, ``mixed_dim``, ``dhe``, ``prune``, ...) or a MEC
 variant of ``ctrzip.compression.mec.method.VARIANTS`` (``weighted_kmeans``, ``rq``, ``aq``, ...).
 After compressing, the console shows what was done to each target, the validation AUC before,
 right after the swap (plug-in/direct) and after the fine-tune, bytes by component and the ratio.
@@ -127,9 +128,12 @@ def ignored_settings(cfg: Any) -> dict[str, str]:
     keys), ``min_vocab`` beside ``fields``, the training knobs of ``code_learning`` when
     ``code_learning.steps`` is 0 (k-means only), ``aq_icm_iters`` without AQ. Low-rank/SVD: the
     MLP keys when ``mlp`` is false, the embedding keys when ``embedding`` is false. Every
-    fine-tuning method: the fine-tune keys when ``finetune_epochs`` is 0. TT: ``min_vocab``
-    beside ``fields``.
+    fine-tuning method: the fine-tune keys when ``finetune_epochs`` is 0. TT and the table
+    baselines: ``min_vocab`` beside ``fields``; ``hashing``: ``seed`` with the identity hash;
+    ``dhe``: the ``distill_*`` keys with ``init: random``.
     """
+    from ctrzip.compression.baselines import DHEConfig, HashingConfig
+    from ctrzip.compression.baselines.common import BaselineConfig
     from ctrzip.compression.lowrank.factorized import StepOptions
     from ctrzip.compression.lowrank.feature_mimicking import FactorizedConfig
     from ctrzip.compression.lowrank.tt import TTConfig
@@ -148,8 +152,14 @@ def ignored_settings(cfg: Any) -> dict[str, str]:
             out |= {f"code_learning.{k}": "code_learning.steps is 0 (k-means only)" for k in keys}
         if cl.quantizer != "aq":
             out["code_learning.aq_icm_iters"] = f"code_learning.quantizer is {cl.quantizer!r}"
-    if isinstance(cfg, (MECConfig, TTConfig)) and cfg.fields is not None:
+    if isinstance(cfg, (MECConfig, TTConfig, BaselineConfig)) and cfg.fields is not None:
         out["min_vocab"] = "fields is given (the listed fields are used)"
+    if isinstance(cfg, HashingConfig) and cfg.hash == "identity":
+        out["seed"] = "hash is 'identity' (the seed draws the universal hash)"
+    if isinstance(cfg, DHEConfig) and cfg.init == "random":
+        out |= dict.fromkeys(
+            ("distill_steps", "distill_lr", "distill_batch_size"), "init is 'random' (no distillation)"
+        )
     if isinstance(cfg, FactorizedConfig):
         if not cfg.mlp:
             keys = ("rank", "variance", "mlp_targets", "relu_between", "bias_form")

@@ -82,7 +82,9 @@ class MixedDim(TableBaseline[MixedDimConfig]):
                 "pass a dataset with counts.npz"
             )
         if cfg.base_dim is not None and cfg.base_dim > d:
-            raise CompressionError(f"mixed_dim: base_dim {cfg.base_dim} exceeds field {name!r}'s dim {d}")
+            raise CompressionError(
+                f"mixed_dim: base_dim {cfg.base_dim} exceeds the embedding dim {d} of field {name!r}"
+            )
         edges = geometric_edges(v, cfg.num_blocks)
         pop = block_popularity(counts, edges, getattr(table, "padding_idx", 0))
         dims = power_law_dims(pop, edges, d, cfg.alpha, target_bytes=target_bytes, base_dim=cfg.base_dim)
