@@ -240,3 +240,35 @@ def _parsed(sets: list[str]) -> dict[str, Any]:
             except ValueError:
                 out[key] = value
     return out
+
+
+def _expected_at(table: Any, rows: int) -> int:
+    """Each baseline's projection rule, written out independently."""
+    v, d = table.num_embeddings, table.embedding_dim
+    kind = type(table).__name__
+    if kind == "HashedTable":  # same load factor
+        return math.ceil(table.num_buckets * rows / v) * d * 4
+    if kind == "QRTable":  # same collisions
+        return (math.ceil(rows / table.collisions) + table.collisions) * d * 4
+    if kind == "MixedDimTable":  # blocks keep their share of the ids; projections fixed
+        sizes = [round((b - a) * rows / v) for a, b in zip(table.edges, table.edges[1:], strict=False)]
+        return 4 * sum(n * k + (k * d if k < d else 0) for n, k in zip(sizes, table.dims, strict=True))
+    if kind == "DHETable":  # the network only
+        return sum(p.numel() * 4 for p in table.parameters())
+    assert table.granularity == "element"  # same density; int32 row pointers, uint8 columns
+    return 4 * (rows + 1) + round(table.kept * rows / v) * 5
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_projection_to_a_larger_vocabulary(name: str, data: EncodedDataset) -> None:
+    from ctrzip.compression.budget.projection import project_bytes, table_bytes_at
+
+    model = compress(make_model(), CONFIGS[name](ratio=2.5, **NO_FT), data)
+    own = {f.name: f.vocab_size for f in data.schema.sparse_fields}
+    assert project_bytes(model, own) == stored_bytes(model)
+    for n in SELECTED:
+        table = model.embedding.tables[n]
+        assert table_bytes_at(table, table.num_embeddings) == table.nbytes()
+        assert table_bytes_at(table, 1000 * table.num_embeddings) == _expected_at(
+            table, 1000 * table.num_embeddings
+        )

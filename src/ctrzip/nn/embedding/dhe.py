@@ -120,6 +120,11 @@ class DHETable(EmbeddingTable):
     def nbytes(self) -> int:
         return tensor_bytes(*self.weights, *self.biases)
 
+    def bytes_at(self, rows: int) -> int:
+        """Bytes at ``rows`` ids: the same network (a DHE table's size does not depend on the
+        vocabulary; its accuracy at a larger one is not measured by this)."""
+        return self.nbytes()
+
     def distill(
         self,
         weight: Tensor,

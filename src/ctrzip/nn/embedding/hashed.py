@@ -181,6 +181,11 @@ class HashedTable(EmbeddingTable):
     def nbytes(self) -> int:
         return tensor_bytes(self.weight)
 
+    def bytes_at(self, rows: int) -> int:
+        """Bytes at ``rows`` ids with the same load factor ``V / B`` (``ceil(B rows / V)`` buckets),
+        for projecting a result to a larger vocabulary."""
+        return self.bytes_for(max(1, -(-self.num_buckets * rows // self.num_embeddings)), self.embedding_dim)
+
     def spec(self) -> dict[str, Any]:
         return {
             "num_embeddings": self.num_embeddings,

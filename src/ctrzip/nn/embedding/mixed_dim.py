@@ -214,6 +214,16 @@ class MixedDimTable(EmbeddingTable):
     def nbytes(self) -> int:
         return tensor_bytes(*self.blocks, *self.projections.values())
 
+    def bytes_at(self, rows: int) -> int:
+        """Bytes at ``rows`` ids with each block keeping its share of the ids (at least one id)
+        and its dimension, for projecting a result to a larger vocabulary. Conservative: at a
+        larger vocabulary the popular head is a smaller share of the ids."""
+        v = self.num_embeddings
+        edges = [0]
+        for a, b in zip(self.edges, self.edges[1:], strict=False):
+            edges.append(edges[-1] + max(1, round((b - a) * rows / v)))
+        return block_bytes(edges, self.dims, self.embedding_dim)
+
     def spec(self) -> dict[str, Any]:
         return {
             "num_embeddings": self.num_embeddings,

@@ -170,6 +170,12 @@ class PrunedTable(EmbeddingTable):
             return tensor_bytes(self.row_ptr, self.col_idx, self.values)
         return tensor_bytes(self.kept_ids, self.rows)
 
+    def bytes_at(self, rows: int) -> int:
+        """Bytes at ``rows`` ids with the same density (``round(kept rows / V)`` entries or rows),
+        for projecting a result to a larger vocabulary."""
+        kept = round(self.kept * rows / self.num_embeddings)
+        return pruned_bytes(rows, self.embedding_dim, self.granularity, kept)
+
     def density(self) -> float:
         """Stored entries over ``V * D`` (element) or stored rows over ``V`` (row)."""
         return self.kept / (

@@ -122,6 +122,11 @@ class QRTable(EmbeddingTable):
     def nbytes(self) -> int:
         return tensor_bytes(self.quotient, self.remainder)
 
+    def bytes_at(self, rows: int) -> int:
+        """Bytes at ``rows`` ids with the same ``collisions`` (DLRM's setting), for projecting a
+        result to a larger vocabulary."""
+        return self.bytes_for(rows, self.embedding_dim, self.collisions)
+
     def spec(self) -> dict[str, Any]:
         return {
             "num_embeddings": self.num_embeddings,
