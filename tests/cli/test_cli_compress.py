@@ -273,6 +273,12 @@ def test_file_section_the_protocol_ignores_is_noted(trained: tuple[Path, Path], 
         ("prune", {"finetune_epochs": 0}, "lr", "finetune_epochs is 0"),
         ("hashing", {"hash": "identity"}, "seed", "hash is 'identity'"),
         ("dhe", {"init": "random"}, "distill_steps", "init is 'random'"),
+        (
+            "cce",
+            {"init": "random", "recluster_rounds": 0},
+            "kmeans_iters",
+            "init is 'random' and recluster_rounds is 0",
+        ),
     ],
 )
 def test_ignored_settings(name: str, data: dict, key: str, why: str) -> None:

@@ -20,7 +20,14 @@ from safetensors.torch import load_file
 
 from ctrzip.compression import compress
 from ctrzip.compression.api import METHODS, method_for
-from ctrzip.compression.baselines import DHEConfig, HashingConfig, MixedDimConfig, PruneConfig, QRConfig
+from ctrzip.compression.baselines import (
+    CCEConfig,
+    DHEConfig,
+    HashingConfig,
+    MixedDimConfig,
+    PruneConfig,
+    QRConfig,
+)
 from ctrzip.compression.budget import BudgetConfig
 from ctrzip.compression.lowrank.factorized import probe_batch
 from ctrzip.compression.lowrank.feature_mimicking import LowRankConfig
@@ -87,6 +94,7 @@ METHOD_CONFIGS: dict[str, Callable[[], Any]] = {
     "mixed_dim": lambda: MixedDimConfig(min_vocab=100, **_NO_FT),
     "dhe": lambda: DHEConfig(min_vocab=100, distill_steps=3, distill_batch_size=64, **_NO_FT),
     "prune": lambda: PruneConfig(min_vocab=100, **_NO_FT),
+    "cce": lambda: CCEConfig(min_vocab=100, kmeans_iters=3, **_NO_FT),
 }  # fmt: skip
 # fp16/int8/int4/int2 are presets of rowwise (one class): they meet the other methods through
 # rowwise, and each other only in their own pairs.

@@ -15,6 +15,7 @@ from ctrzip.data.schema import FeatureSchema, FieldSpec
 from ctrzip.nn.embedding.banded import BandedTable
 from ctrzip.nn.embedding.bands import BandSpec
 from ctrzip.nn.embedding.base import DenseTable, EmbeddingTable
+from ctrzip.nn.embedding.cce import CCETable
 from ctrzip.nn.embedding.dhe import DHETable
 from ctrzip.nn.embedding.field import FieldEmbedding
 from ctrzip.nn.embedding.hashed import HashedTable
@@ -98,6 +99,14 @@ def _baseline(kind: str) -> EmbeddingTable:
         return QRTable.from_dense(x, 6, combine=kind.split("_")[1])
     if kind == "mixed_dim":
         return MixedDimTable.from_dense(x, [0, 3, 12, V], [8, 4, 2])
+    if kind == "cce":
+        table = CCETable(V, D, num_chunks=2, codebook_size=5, init_std=1.0)
+        with torch.no_grad():  # a clustering step: index and clustered rows set, hashed at zero
+            table.set_clusters(
+                torch.randint(0, 5, (V, 2), generator=_gen()), torch.randn(2, 5, D // 2, generator=_gen())
+            )
+            table.hashed.normal_()
+        return table
     if kind == "dhe":
         table = DHETable(V, D, num_hashes=8, hidden=8)
         table.distill(x, steps=5, batch_size=64)
@@ -121,7 +130,7 @@ TABLES: dict[str, Callable[[], tuple[nn.Module, EmbeddingTable]]] = {
     "banded": lambda: (t := _banded(), t),
     **{
         k: (lambda k=k: (t := _baseline(k), t))
-        for k in ("hashed", "qr_mult", "qr_add", "mixed_dim", "dhe", "pruned_element", "pruned_row")
+        for k in ("hashed", "qr_mult", "qr_add", "mixed_dim", "dhe", "pruned_element", "pruned_row", "cce")
     },
 }
 

@@ -1,7 +1,7 @@
 """``ctrzip compress --method NAME --model DIR --data DIR --out DIR``.
 
 ``NAME`` is any registered method (``mec``, ``pq``, ``lowrank``, ``svd``, ``tt``, the table
-baselines ``hashing``, ``qr``, ``mixed_dim``, ``dhe``, ``prune``, ...) or a MEC
+baselines ``hashing``, ``qr``, ``mixed_dim``, ``dhe``, ``prune``, ``cce``, ...) or a MEC
 variant of ``ctrzip.compression.mec.method.VARIANTS`` (``weighted_kmeans``, ``rq``, ``aq``, ...).
 After compressing, the console shows what was done to each target, the validation AUC before,
 right after the swap (plug-in/direct) and after the fine-tune, bytes by component and the ratio.
@@ -130,9 +130,10 @@ def ignored_settings(cfg: Any) -> dict[str, str]:
     MLP keys when ``mlp`` is false, the embedding keys when ``embedding`` is false. Every
     fine-tuning method: the fine-tune keys when ``finetune_epochs`` is 0. TT and the table
     baselines: ``min_vocab`` beside ``fields``; ``hashing``: ``seed`` with the identity hash;
-    ``dhe``: the ``distill_*`` keys with ``init: random``.
+    ``dhe``: the ``distill_*`` keys with ``init: random``; ``cce``: ``kmeans_iters`` when nothing
+    is clustered.
     """
-    from ctrzip.compression.baselines import DHEConfig, HashingConfig
+    from ctrzip.compression.baselines import CCEConfig, DHEConfig, HashingConfig
     from ctrzip.compression.baselines.common import BaselineConfig
     from ctrzip.compression.lowrank.factorized import StepOptions
     from ctrzip.compression.lowrank.feature_mimicking import FactorizedConfig
@@ -156,6 +157,8 @@ def ignored_settings(cfg: Any) -> dict[str, str]:
         out["min_vocab"] = "fields is given (the listed fields are used)"
     if isinstance(cfg, HashingConfig) and cfg.hash == "identity":
         out["seed"] = "hash is 'identity' (the seed draws the universal hash)"
+    if isinstance(cfg, CCEConfig) and cfg.init == "random" and cfg.recluster_rounds == 0:
+        out["kmeans_iters"] = "init is 'random' and recluster_rounds is 0 (nothing is clustered)"
     if isinstance(cfg, DHEConfig) and cfg.init == "random":
         out |= dict.fromkeys(
             ("distill_steps", "distill_lr", "distill_batch_size"), "init is 'random' (no distillation)"

@@ -17,7 +17,14 @@ from typer.testing import CliRunner
 
 from ctrzip.cli.main import app
 from ctrzip.compression import compress
-from ctrzip.compression.baselines import DHEConfig, HashingConfig, MixedDimConfig, PruneConfig, QRConfig
+from ctrzip.compression.baselines import (
+    CCEConfig,
+    DHEConfig,
+    HashingConfig,
+    MixedDimConfig,
+    PruneConfig,
+    QRConfig,
+)
 from ctrzip.compression.lowrank.factorized import probe_batch
 from ctrzip.compression.sizes import stored_bytes
 from ctrzip.config import ConfigError
@@ -36,9 +43,10 @@ CONFIGS: dict[str, Any] = {
     "mixed_dim": MixedDimConfig,
     "dhe": lambda **kw: DHEConfig(**{"distill_steps": 5, "distill_batch_size": 64, **kw}),
     "prune": PruneConfig,
+    "cce": lambda **kw: CCEConfig(**{"num_chunks": 2, "kmeans_iters": 5, **kw}),
 }
 TYPES = {"hashing": "HashedTable", "qr": "QRTable", "mixed_dim": "MixedDimTable", "dhe": "DHETable",
-         "prune": "PrunedTable"}  # fmt: skip
+         "prune": "PrunedTable", "cce": "CCETable"}  # fmt: skip
 SELECTED = ("user", "item")  # vocab >= min_vocab 20 (tags 15, cat 6 stay dense)
 
 
@@ -110,6 +118,7 @@ def test_a_budget_no_form_fits_is_refused_before_any_change(name: str, data: Enc
         ("mixed_dim", {"base_dim": 2, "alpha": 0.0}, lambda t: set(t.dims) == {2}),
         ("dhe", {"hidden": 3}, lambda t: t.hidden == 3),
         ("prune", {"sparsity": 0.9}, lambda t: t.kept == math.floor(0.1 * (t.num_embeddings - 1) * 8 + 1e-9)),
+        ("cce", {"codebook_size": 3}, lambda t: (t.codebook_size, t.num_chunks) == (3, 2)),
     ],
 )
 def test_the_methods_own_knob_sets_the_form(name: str, knob: dict, check: Any, data: EncodedDataset) -> None:
@@ -151,6 +160,8 @@ def test_mixed_dim_needs_training_counts(data: EncodedDataset, tmp_path: Path) -
         (lambda: PruneConfig(init="random"), "prune: init must be 'from_table'"),
         (lambda: PruneConfig(granularity="block"), "prune: granularity must be one of"),
         (lambda: DHEConfig(min_vocab=-1), "dhe: min_vocab must be >= 0"),
+        (lambda: CCEConfig(recluster_rounds=-1), "cce: recluster_rounds must be >= 0"),
+        (lambda: CCEConfig(codebook_size=0), "cce: codebook_size must be >= 1"),
     ],
 )
 def test_bad_settings_raise_naming_the_setting(make: Any, message: str) -> None:
@@ -183,7 +194,7 @@ def test_finetuning_trains_the_new_tables(name: str, init: str, data: EncodedDat
     assert metrics["direct"] is not None and metrics["final"] is not None
 
 
-@pytest.mark.parametrize("name", ["hashing", "qr", "mixed_dim", "dhe"])
+@pytest.mark.parametrize("name", ["hashing", "qr", "mixed_dim", "dhe", "cce"])
 def test_random_init_starts_at_the_trained_rows_scale(name: str, data: EncodedDataset) -> None:
     base = make_model()
     std = float(base.embedding.tables["item"].weight.detach().std())
@@ -205,6 +216,7 @@ def artifact(data: EncodedDataset, tmp_path_factory: pytest.TempPathFactory) -> 
         ("mixed_dim", ["budget_bytes=1200", "alpha=0.5"]),
         ("dhe", ["hidden=4", "distill_steps=5", "distill_batch_size=64"]),
         ("prune", ["sparsity=0.9", "granularity=element"]),
+        ("cce", ["codebook_size=6", "num_chunks=2", "kmeans_iters=3"]),
     ],
 )
 def test_cli_reaches_each_baseline(name: str, sets: list[str], artifact: Path, data: EncodedDataset,
@@ -253,6 +265,8 @@ def _expected_at(table: Any, rows: int) -> int:
     if kind == "MixedDimTable":  # blocks keep their share of the ids; projections fixed
         sizes = [round((b - a) * rows / v) for a, b in zip(table.edges, table.edges[1:], strict=False)]
         return 4 * sum(n * k + (k * d if k < d else 0) for n, k in zip(sizes, table.dims, strict=True))
+    if kind == "CCETable":  # the index grows (uint8 at k <= 256), the two tables do not
+        return rows * table.num_chunks + 2 * table.codebook_size * d * 4
     if kind == "DHETable":  # the network only
         return sum(p.numel() * 4 for p in table.parameters())
     assert table.granularity == "element"  # same density; int32 row pointers, uint8 columns
@@ -272,3 +286,37 @@ def test_projection_to_a_larger_vocabulary(name: str, data: EncodedDataset) -> N
         assert table_bytes_at(table, 1000 * table.num_embeddings) == _expected_at(
             table, 1000 * table.num_embeddings
         )
+
+
+def test_cce_refuses_chunks_that_do_not_divide_the_dim(data: EncodedDataset) -> None:
+    with pytest.raises(
+        CompressionError, match="cce: num_chunks 3 must divide the embedding dim 8 of field 'user'"
+    ):
+        compress(make_model(), CCEConfig(num_chunks=3, **NO_FT), data)
+
+
+@pytest.mark.parametrize("round_auc", [-1.0, 2.0])
+def test_a_cce_round_that_validates_worse_is_undone(
+    round_auc: float, data: EncodedDataset, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """The round's (re-cluster, fine-tune) result replaces the model only when it validates better."""
+    import ctrzip.compression.baselines.cce as cce_method
+
+    kw = {**FAST, "ratio": 2.0, "num_chunks": 2, "kmeans_iters": 3, "lr": 1e-2}
+    start = compress(make_model(), CCEConfig(**kw, recluster_rounds=0), data)
+    metric = {"auc": round_auc, "logloss": 0.5, "n": 192.0}
+    monkeypatch.setattr(
+        cce_method, "evaluate_and_finetune", lambda *a, **k: {"direct": metric, "finetuned": metric}
+    )
+    model = compress(make_model(), CCEConfig(**kw, recluster_rounds=1), data)
+    report = model.compression_log[-1]["report"]
+    same = all(torch.equal(v, start.state_dict()[k]) for k, v in model.state_dict().items())
+    generations = {n: model.embedding.tables[n].generation for n in SELECTED}
+    first = {n: start.embedding.tables[n].generation for n in SELECTED}
+    if round_auc < 0:  # worse: back to the state before the round, hash generation included
+        assert report["rounds"][0]["undone"] and same and generations == first
+        assert report["metrics"]["final"] == start.compression_log[-1]["report"]["metrics"]["final"]
+    else:
+        assert not report["rounds"][0]["undone"] and not same
+        assert generations == {n: g + 1 for n, g in first.items()}
+        assert report["metrics"]["final"] == metric
