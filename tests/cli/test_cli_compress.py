@@ -271,7 +271,7 @@ def test_file_section_the_protocol_ignores_is_noted(trained: tuple[Path, Path], 
         ("rq", {}, "code_learning.aq_icm_iters", "code_learning.quantizer is 'rq'"),
         ("qr", {"fields": ["C1"]}, "min_vocab", "fields is given"),
         ("prune", {"finetune_epochs": 0}, "lr", "finetune_epochs is 0"),
-        ("hashing", {"hash": "identity"}, "seed", "hash is 'identity'"),
+        ("hashing", {"hash": "identity"}, "hash_seed", "hash is 'identity'"),
         ("dhe", {"init": "random"}, "distill_steps", "init is 'random'"),
         (
             "cce",

@@ -129,7 +129,7 @@ def ignored_settings(cfg: Any) -> dict[str, str]:
     ``code_learning.steps`` is 0 (k-means only), ``aq_icm_iters`` without AQ. Low-rank/SVD: the
     MLP keys when ``mlp`` is false, the embedding keys when ``embedding`` is false. Every
     fine-tuning method: the fine-tune keys when ``finetune_epochs`` is 0. TT and the table
-    baselines: ``min_vocab`` beside ``fields``; ``hashing``: ``seed`` with the identity hash;
+    baselines: ``min_vocab`` beside ``fields``; ``hashing``: ``hash_seed`` with the identity hash;
     ``dhe``: the ``distill_*`` keys with ``init: random``; ``cce``: ``kmeans_iters`` when nothing
     is clustered.
     """
@@ -156,7 +156,7 @@ def ignored_settings(cfg: Any) -> dict[str, str]:
     if isinstance(cfg, (MECConfig, TTConfig, BaselineConfig)) and cfg.fields is not None:
         out["min_vocab"] = "fields is given (the listed fields are used)"
     if isinstance(cfg, HashingConfig) and cfg.hash == "identity":
-        out["seed"] = "hash is 'identity' (the seed draws the universal hash)"
+        out["hash_seed"] = "hash is 'identity' (hash_seed draws the universal hash)"
     if isinstance(cfg, CCEConfig) and cfg.init == "random" and cfg.recluster_rounds == 0:
         out["kmeans_iters"] = "init is 'random' and recluster_rounds is 0 (nothing is clustered)"
     if isinstance(cfg, DHEConfig) and cfg.init == "random":
@@ -173,6 +173,8 @@ def ignored_settings(cfg: Any) -> dict[str, str]:
     if isinstance(cfg, StepOptions) and cfg.finetune_epochs == 0:
         keys = ("lr", "finetune_batch_size", "embedding_l2", "weight_l2", "seed")
         out |= dict.fromkeys(keys, "finetune_epochs is 0")
+    if isinstance(cfg, BaselineConfig) and (cfg.init == "random" or isinstance(cfg, CCEConfig)):
+        out.pop("seed", None)  # it also seeds the random start or the k-means
     return {k: v for k, v in out.items() if _has_field(cfg, k)}
 
 

@@ -49,7 +49,7 @@ class CCEConfig(BaselineConfig):
         num_chunks: c chunks of ``D / c`` columns (must divide every selected table's D).
         recluster_rounds: extra (re-cluster, fine-tune) rounds after the first fine-tune.
         kmeans_iters: Lloyd iterations per re-clustering.
-        seed: hashes and k-means initialization.
+        hash_seed: draws the initial index hash and every later hash.
         (and ``BaselineConfig``: fields, min_vocab, ratio, budget_bytes, init, fine-tune settings)
         version: config schema version.
 
@@ -61,7 +61,7 @@ class CCEConfig(BaselineConfig):
     num_chunks: int = 4
     recluster_rounds: int = 1
     kmeans_iters: int = 20
-    seed: int = 0
+    hash_seed: int = 0
     version: int = 1
 
     method: ClassVar[str] = "cce"
@@ -137,7 +137,7 @@ class CCE(TableBaseline[CCEConfig]):
         cfg = self.config
         v, d = weight.shape
         std = self.random_std(weight) / 2**0.5  # a chunk row is the sum of two random rows
-        table = CCETable(v, d, cfg.num_chunks, params["codebook_size"], cfg.seed, 0, pad, init_std=std)
+        table = CCETable(v, d, cfg.num_chunks, params["codebook_size"], cfg.hash_seed, 0, pad, init_std=std)
         table = table.to(weight.device)
         if cfg.init == "from_table":  # cluster the trained rows: the first round's start
             cluster_rows(table, weight, cfg.kmeans_iters, cfg.seed)

@@ -19,10 +19,13 @@ Sizing (exactly one, or none for the default ``ratio: 4``):
 from __future__ import annotations
 
 import abc
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from ctrzip.compression.api import TargetDecision
@@ -51,6 +54,8 @@ class BaselineConfig(StepOptions):
         budget_bytes: all selected tables together to at most this many bytes (>= 1).
         init: ``from_table`` (start from the trained table: a fit, see each method) or
             ``random`` (train from scratch; rows drawn at the trained rows' std).
+        (``StepOptions.seed`` seeds the fine-tune and, here, every random initialization, draw
+        and k-means start: field ``i`` of a run builds under ``seed + i``.)
         version: config schema version.
 
     At most one of ``ratio``, ``budget_bytes`` and the method's own size knob; with none of them
@@ -199,7 +204,8 @@ class TableBaseline(FactorizedMethod[C], Generic[C]):
                 continue
             old = model.embedding.tables[name]
             weight = old.materialize().float()
-            new = self.build(name, weight, params, getattr(old, "padding_idx", 0)).to(weight.device)
+            with seeded(self.config.seed + len(fields)):  # random rows and draws, reproducible
+                new = self.build(name, weight, params, getattr(old, "padding_idx", 0)).to(weight.device)
             rows = new.materialize()
             err = float((rows - weight).norm() / weight.norm().clamp_min(1e-30))
             replace_module(model, f"embedding.tables.{name}", new)  # hands over links to the old table
@@ -213,6 +219,14 @@ class TableBaseline(FactorizedMethod[C], Generic[C]):
     def random_std(self, weight: Tensor) -> float:
         """Std of the trained rows (init ``random`` draws at this scale)."""
         return float(weight.std()) if weight.numel() > 1 else 1e-4
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run the block under ``torch.manual_seed(seed)`` without touching the caller's RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def _fmt(params: dict[str, Any]) -> str:

@@ -32,7 +32,7 @@ class DHEConfig(BaselineConfig):
         num_hashes: k hash functions, the encoding width (the paper: 1024).
         num_layers: L hidden layers (>= 1).
         buckets: m, range of each hash (the paper: 1e6).
-        seed: draws the hash constants.
+        hash_seed: draws the hash constants.
         distill_steps: Adam steps of the ``from_table`` fit (>= 1).
         distill_lr: its learning rate.
         distill_batch_size: ids per step.
@@ -47,7 +47,7 @@ class DHEConfig(BaselineConfig):
     num_hashes: int = 32
     num_layers: int = 2
     buckets: int = 1_000_000
-    seed: int = 0
+    hash_seed: int = 0
     distill_steps: int = 200
     distill_lr: float = 1e-2
     distill_batch_size: int = 4096
@@ -101,8 +101,9 @@ class DHE(TableBaseline[DHEConfig]):
     def build(self, name: str, weight: Tensor, params: dict[str, Any], pad: int | None) -> EmbeddingTable:
         cfg = self.config
         v, d = weight.shape
-        torch.manual_seed(cfg.seed)  # the MLP's initial weights
-        table = DHETable(v, d, cfg.num_hashes, params["hidden"], cfg.num_layers, cfg.buckets, cfg.seed, pad)
+        table = DHETable(
+            v, d, cfg.num_hashes, params["hidden"], cfg.num_layers, cfg.buckets, cfg.hash_seed, pad
+        )
         table = table.to(weight.device)
         if cfg.init == "from_table":
             table.distill(weight, self.counts(name), cfg.distill_steps, cfg.distill_batch_size,

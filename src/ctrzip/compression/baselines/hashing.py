@@ -28,7 +28,7 @@ class HashingConfig(BaselineConfig):
         num_buckets: B rows per selected table (the size knob; or size by ``ratio`` /
             ``budget_bytes``: ``B = floor(bytes / (4 D))``).
         hash: ``universal`` (``((a i + b) mod P) mod B``) or ``identity`` (``i mod B``).
-        seed: draws the universal hash's ``a`` and ``b``.
+        hash_seed: draws the universal hash's ``a`` and ``b``.
         (and ``BaselineConfig``: fields, min_vocab, ratio, budget_bytes, init, fine-tune settings)
         version: config schema version.
 
@@ -38,7 +38,7 @@ class HashingConfig(BaselineConfig):
 
     num_buckets: int | None = None
     hash: Literal["universal", "identity"] = "universal"
-    seed: int = 0
+    hash_seed: int = 0
     version: int = 1
 
     method: ClassVar[str] = "hashing"
@@ -71,6 +71,6 @@ class Hashing(TableBaseline[HashingConfig]):
     def build(self, name: str, weight: Tensor, params: dict[str, Any], pad: int | None) -> EmbeddingTable:
         cfg, b = self.config, params["num_buckets"]
         if cfg.init == "from_table":
-            return HashedTable.from_dense(weight, b, self.counts(name), cfg.hash, cfg.seed, pad)
+            return HashedTable.from_dense(weight, b, self.counts(name), cfg.hash, cfg.hash_seed, pad)
         v, d = weight.shape
-        return HashedTable(v, d, b, cfg.hash, cfg.seed, pad, init_std=self.random_std(weight))
+        return HashedTable(v, d, b, cfg.hash, cfg.hash_seed, pad, init_std=self.random_std(weight))
