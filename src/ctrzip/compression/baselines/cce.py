@@ -2,7 +2,7 @@
 written from the paper (its reference code's licence forbids reuse).
 
 Large tables become ``CCETable``s: per chunk, a table indexed by a stored cluster index plus a
-table indexed by a fresh hash. Training alternates with re-clustering (the paper's Algorithm 1):
+table indexed by a fresh hash. Training alternates with re-clustering (the paper's algorithm):
 each round runs k-means on every chunk's current vectors (``C_j``, ``a_j`` <- centroids and
 assignments), restarts the hashed table at zero under a new hash, then trains again.
 

@@ -3,7 +3,7 @@ Dynamic Compression for Embedding Tables", NeurIPS 2023), written from the paper
 
 The vector is split into ``c`` chunks of ``D / c`` columns (the compositional part, as in
 product quantization). Chunk ``j`` of id ``i`` is the sum of two rows of ``k``-row tables
-(section 3, Algorithm 1)::
+(the paper's CCE algorithm)::
 
     x_i[j] = C_j[a_j(i)] + H_j[g_j(i)]
 

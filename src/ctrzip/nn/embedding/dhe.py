@@ -1,9 +1,9 @@
 """``DHETable``: deep hash embedding (Kang et al., "Learning to Embed Categorical Features without
 Embedding Tables for Recommendation", KDD 2021). No table: an id's vector is computed.
 
-Encoding (section 3.3, eq. 3-4): ``k`` universal hashes ``h_j(i) = ((a_j i + b_j) mod P) mod m``
+Encoding (the paper's dense hash encoding): ``k`` universal hashes ``h_j(i) = ((a_j i + b_j) mod P) mod m``
 give a dense code ``E(i) = [h_1(i), ..., h_k(i)]``, transformed to uniform values in [-1, 1]
-(``2 h / (m - 1) - 1``, the paper's "uniform" variant). Decoding (section 3.4): an MLP of
+(``2 h / (m - 1) - 1``, the paper's "uniform" variant). Decoding (its deep embedding network): an MLP of
 ``num_layers`` hidden layers of width ``hidden`` with Mish activations and a linear output
 layer to ``D``::
 

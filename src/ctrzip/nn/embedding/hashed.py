@@ -1,7 +1,7 @@
 """``HashedTable``: the hashing trick (Weinberger et al., ICML 2009), the first baseline a
 practitioner tries: ids are hashed into ``B < V`` buckets that share rows.
 
-Row of id ``i`` (eq. 1 of the paper with one hash and no sign hash)::
+Row of id ``i`` (the paper's hashed feature map with one hash and no sign hash)::
 
     x_i = W[h(i)],   h(i) = ((a * i + b) mod P) mod B     (``hash="universal"``, P = 2^31 - 1)
                      h(i) = i mod B                       (``hash="identity"``)

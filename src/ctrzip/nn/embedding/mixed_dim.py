@@ -2,12 +2,12 @@
 Embeddings with Application to Memory-Efficient Recommendation Systems", ISIT 2021).
 
 The ids of a field are split into popularity blocks; block ``k`` stores its rows at its own
-dimension ``d_k`` and a projection ``P_k`` up to the common ``D`` (section 3, eq. 3)::
+dimension ``d_k`` and a projection ``P_k`` up to the common ``D``::
 
     x_i = E_k[i - s_k] @ P_k        for s_k <= i < s_{k+1}      (no P_k when d_k = D)
 
 Ids are sorted by descending training frequency (the encoder's layout), so a block is an id
-range. The dimension rule (section 4, "power-law" / alpha-rule) gives each block
+range. The paper's power-law dimension rule (its alpha-rule) gives each block
 ``d_k = lambda * p_k ** alpha`` (rounded down, clamped to ``[1, D]``), ``p_k`` the block's mean
 count per id, ``alpha`` in [0, 1] the temperature (0: one dimension for all blocks), and
 ``lambda`` the largest scale whose table fits the byte budget (``power_law_dims``), or set by

@@ -2,7 +2,7 @@
 Complementary Partitions for Memory-Efficient Recommendation Systems", KDD 2020).
 
 With ``c`` collisions, id ``i`` is split by the complementary partitions ``q = i // c`` and
-``r = i mod c`` and its vector combines one row of each of two tables (section 3, eq. 5/6)::
+``r = i mod c`` and its vector combines one row of each of two tables (the paper's quotient-remainder trick)::
 
     x_i = W_q[i // c] * W_r[i mod c]     (``combine="mult"``, element-wise; the paper's default)
     x_i = W_q[i // c] + W_r[i mod c]     (``combine="add"``)
