@@ -338,3 +338,18 @@ def test_random_starts_are_reproducible_and_leave_the_global_rng_alone(
     assert torch.equal(ra, torch.rand(3))  # the build drew nothing from the caller's generator
     other = compress(make_model(), CONFIGS[name](init="random", ratio=2.0, **{**NO_FT, "seed": 7}), data)
     assert any(not torch.equal(v, a[k]) for k, v in other.state_dict().items())
+
+
+def test_a_budget_the_tables_already_fit_keeps_them_and_says_why(data: EncodedDataset) -> None:
+    model = make_model()
+    total = sum(model.embedding.tables[n].nbytes() for n in SELECTED)
+    with pytest.raises(
+        CompressionError, match=r"prune: nothing would be compressed \(.*already within its share"
+    ):
+        compress(model, PruneConfig(budget_bytes=2 * total, **NO_FT), data)
+    assert all(type(t) is DenseTable for t in model.embedding.tables.values())
+
+
+def test_nothing_shrinking_under_a_ratio_names_the_setting_to_change(data: EncodedDataset) -> None:
+    with pytest.raises(CompressionError, match=r"qr: nothing would be compressed .*; lower ratio"):
+        compress(make_model(), QRConfig(ratio=50.0, **NO_FT), data)

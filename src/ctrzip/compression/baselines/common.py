@@ -11,7 +11,8 @@ Sizing (exactly one, or none for the default ``ratio: 4``):
   * ``ratio``: each selected table gets at most ``bytes / ratio``; a table that cannot reach it
     is kept with the reason (refused if listed by name in ``fields``);
   * ``budget_bytes``: the selected tables together get at most this many bytes, shared in
-    proportion to their current bytes; a table that cannot fit its share is an error;
+    proportion to their current bytes; a table that cannot fit its share is an error (one that
+    already fits it and would not shrink is kept);
   * the method's knob (``num_buckets``, ``collisions``, ``base_dim``, ``hidden``, ``sparsity``):
     the same setting for every selected table.
 """
@@ -130,7 +131,10 @@ class TableBaseline(FactorizedMethod[C], Generic[C]):
         return ["embedding"]
 
     def hint(self) -> str:
-        return f"raise the size ({self.config.sizing()[0]}), lower min_vocab or list larger fields"
+        setting = self.config.sizing()[0]
+        if setting == "ratio":
+            return "lower ratio (no form gets that small), lower min_vocab or list larger fields"
+        return f"change {setting} so the form is smaller than the table, or list larger fields"
 
     def run(self, model: CTRModel, data: EncodedDataset | None) -> dict[str, Any]:
         self.data = data  # counts for fits and popularity (plan runs before the data check)
@@ -186,12 +190,14 @@ class TableBaseline(FactorizedMethod[C], Generic[C]):
             else:
                 after = self.form_bytes(old, params)
                 reason = not_smaller(f"{self.form}({_fmt(params)})", before, after)
-            if reason is not None and (name in listed or setting == "budget_bytes"):
-                if setting == "budget_bytes":
+            if reason is not None and setting == "budget_bytes" and name not in listed:
+                if target is not None and before > target:
                     raise CompressionError(
                         f"{key}: budget_bytes {value:,}: field {name!r} cannot fit its share: {reason}; "
                         "raise budget_bytes or select fewer fields"
                     )
+                reason = f"already within its share of budget_bytes ({before:,} B <= {target:,} B)"
+            if reason is not None and name in listed:
                 raise refuse_listed(key, "fields", name, reason)
             out[name] = (decide(fqn, "table", before, after, reason), params)
         return out
