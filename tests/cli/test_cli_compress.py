@@ -269,6 +269,16 @@ def test_file_section_the_protocol_ignores_is_noted(trained: tuple[Path, Path], 
         ("weighted_kmeans", {}, "code_learning.beta", "code_learning.steps is 0"),
         ("mec", {"code_learning": {"steps": 0}}, "code_learning.lr", "code_learning.steps is 0"),
         ("rq", {}, "code_learning.aq_icm_iters", "code_learning.quantizer is 'rq'"),
+        ("qr", {"fields": ["C1"]}, "min_vocab", "fields is given"),
+        ("prune", {"finetune_epochs": 0}, "lr", "finetune_epochs is 0"),
+        ("hashing", {"hash": "identity"}, "hash_seed", "hash is 'identity'"),
+        ("dhe", {"init": "random"}, "distill_steps", "init is 'random'"),
+        (
+            "cce",
+            {"init": "random", "recluster_rounds": 0},
+            "kmeans_iters",
+            "init is 'random' and recluster_rounds is 0",
+        ),
     ],
 )
 def test_ignored_settings(name: str, data: dict, key: str, why: str) -> None:
@@ -288,6 +298,8 @@ def test_ignored_settings(name: str, data: dict, key: str, why: str) -> None:
         ("pq", {"retrain", "code_learning.aq_icm_iters"}),
         ("aq", {"retrain"}),
         ("tt", set()),
+        ("hashing", set()),
+        ("dhe", set()),
         ("svd", {"embedding_rank", "embedding_fields"}),
         (
             "lowrank",

@@ -20,6 +20,14 @@ from safetensors.torch import load_file
 
 from ctrzip.compression import compress
 from ctrzip.compression.api import METHODS, method_for
+from ctrzip.compression.baselines import (
+    CCEConfig,
+    DHEConfig,
+    HashingConfig,
+    MixedDimConfig,
+    PruneConfig,
+    QRConfig,
+)
 from ctrzip.compression.budget import BudgetConfig
 from ctrzip.compression.lowrank.factorized import probe_batch
 from ctrzip.compression.lowrank.feature_mimicking import LowRankConfig
@@ -48,6 +56,8 @@ from ctrzip.nn.embedding.pq import PQTable, SharedCodesPQTable
 from ctrzip.nn.swappable import SWAPPABLE
 
 FAST_CODES = {"steps": 3, "batch_size": 64, "kmeans_iters": 3, "num_negatives": 2}
+
+_NO_FT = {"finetune_epochs": 0, "eval_split": None, "device": "cpu"}
 
 # One tiny config per method (and per step of the two-step methods); fine-tuning off.
 METHOD_CONFIGS: dict[str, Callable[[], Any]] = {
@@ -79,6 +89,12 @@ METHOD_CONFIGS: dict[str, Callable[[], Any]] = {
         eval_split=None, device="cpu",
     ),
     "budget": lambda: BudgetConfig(max_auc_loss=0.01, calib_rows=1000, pq=("2x16",), device="cpu"),
+    "hashing": lambda: HashingConfig(min_vocab=100, **_NO_FT),
+    "qr": lambda: QRConfig(min_vocab=100, **_NO_FT),
+    "mixed_dim": lambda: MixedDimConfig(min_vocab=100, **_NO_FT),
+    "dhe": lambda: DHEConfig(min_vocab=100, distill_steps=3, distill_batch_size=64, **_NO_FT),
+    "prune": lambda: PruneConfig(min_vocab=100, **_NO_FT),
+    "cce": lambda: CCEConfig(min_vocab=100, kmeans_iters=3, **_NO_FT),
 }  # fmt: skip
 # fp16/int8/int4/int2 are presets of rowwise (one class): they meet the other methods through
 # rowwise, and each other only in their own pairs.

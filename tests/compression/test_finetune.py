@@ -11,6 +11,14 @@ import pytest
 import torch
 
 from ctrzip.compression import compress
+from ctrzip.compression.baselines import (
+    CCEConfig,
+    DHEConfig,
+    HashingConfig,
+    MixedDimConfig,
+    PruneConfig,
+    QRConfig,
+)
 from ctrzip.compression.finetune import guarded_finetune
 from ctrzip.compression.lowrank import LowRankConfig, SVDConfig, TTConfig
 from ctrzip.compression.mec.method import MECConfig, PQConfig
@@ -54,7 +62,33 @@ CASES = {
         TTConfig(tt_rank=2, min_vocab=50, finetune_epochs=0, **_LOW),
         TTConfig(tt_rank=2, min_vocab=50, lr=WRECK, **_LOW),
     ),
+    **{  # the table baselines, from the trained tables
+        name: (cls(**kw, finetune_epochs=0, **_LOW), cls(**kw, lr=WRECK, **_LOW))
+        for name, cls, kw in (
+            ("hashing", HashingConfig, {"min_vocab": 20}),
+            ("qr", QRConfig, {"min_vocab": 20, "ratio": 2.0}),
+            ("mixed_dim", MixedDimConfig, {"min_vocab": 20}),
+            # distilled well enough that an lr of 1e3 cannot beat it by luck
+            ("dhe", DHEConfig, {"min_vocab": 20, "distill_steps": 300, "distill_batch_size": 256}),
+            ("prune", PruneConfig, {"min_vocab": 20}),
+            # no re-clustering round: a round may improve the model without any training
+            (
+                "cce",
+                CCEConfig,
+                {"min_vocab": 20, "ratio": 2.0, "num_chunks": 2, "kmeans_iters": 3, "recluster_rounds": 0},
+            ),  # fmt: skip
+        )
+    },
 }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():  # type: ignore[no-untyped-def]
+    """Tiny matmuls (DHE's distillation above all): thread hand-offs would dominate on a busy machine."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
 
 
 @pytest.fixture(scope="module")

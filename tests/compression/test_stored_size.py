@@ -1,5 +1,6 @@
 """One size: ``size_report`` / ``byte_breakdown`` / method reports equal the tensors ``ctrzip.save``
-writes, for dense, MEC, lowrank, SVD and TT models with BatchNorm; the file size is reported beside it."""
+writes, for dense, MEC, lowrank, SVD, TT and the table-baseline models with BatchNorm; the file
+size is reported beside it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,14 @@ import torch
 from safetensors.torch import load_file
 
 from ctrzip.compression import compress
+from ctrzip.compression.baselines import (
+    CCEConfig,
+    DHEConfig,
+    HashingConfig,
+    MixedDimConfig,
+    PruneConfig,
+    QRConfig,
+)
 from ctrzip.compression.lowrank.feature_mimicking import LowRankConfig
 from ctrzip.compression.lowrank.svd import SVDConfig
 from ctrzip.compression.lowrank.tt import TTConfig
@@ -43,6 +52,17 @@ CONFIGS = {
         rank=4, embedding=True, embedding_rank=2, finetune_epochs=0, eval_split=None, device="cpu"
     ),
     "tt": TTConfig(tt_rank=2, min_vocab=50, finetune_epochs=0, eval_split=None, device="cpu"),
+    **{  # the table baselines
+        name: cls(min_vocab=20, finetune_epochs=0, eval_split=None, device="cpu", **extra)
+        for name, cls, extra in (
+            ("hashing", HashingConfig, {}),
+            ("qr", QRConfig, {"ratio": 2.0}),
+            ("mixed_dim", MixedDimConfig, {}),
+            ("dhe", DHEConfig, {"distill_steps": 2, "distill_batch_size": 32}),
+            ("prune", PruneConfig, {"granularity": "row"}),
+            ("cce", CCEConfig, {"ratio": 2.0, "num_chunks": 2, "kmeans_iters": 3}),
+        )
+    },
 }
 
 

@@ -15,9 +15,15 @@ from ctrzip.data.schema import FeatureSchema, FieldSpec
 from ctrzip.nn.embedding.banded import BandedTable
 from ctrzip.nn.embedding.bands import BandSpec
 from ctrzip.nn.embedding.base import DenseTable, EmbeddingTable
+from ctrzip.nn.embedding.cce import CCETable
+from ctrzip.nn.embedding.dhe import DHETable
 from ctrzip.nn.embedding.field import FieldEmbedding
+from ctrzip.nn.embedding.hashed import HashedTable
 from ctrzip.nn.embedding.lowrank import LowRankTable
+from ctrzip.nn.embedding.mixed_dim import MixedDimTable
 from ctrzip.nn.embedding.pq import PQTable, SharedCodesPQTable
+from ctrzip.nn.embedding.pruned import PrunedTable
+from ctrzip.nn.embedding.qr import QRTable
 from ctrzip.nn.embedding.rowwise import RowwiseQuantTable
 from ctrzip.nn.embedding.tt import TTTable
 from ctrzip.nn.swappable import SWAPPABLE
@@ -83,6 +89,31 @@ def _banded() -> BandedTable:
     return BandedTable.from_dense(x, None, plan)
 
 
+def _baseline(kind: str) -> EmbeddingTable:
+    """The table baselines, fitted to a table whose stored padding row is not zero."""
+    x = torch.randn(V, D, generator=_gen()) + 1.0
+    torch.manual_seed(0)
+    if kind == "hashed":
+        return HashedTable.from_dense(x, 7)
+    if kind.startswith("qr"):
+        return QRTable.from_dense(x, 6, combine=kind.split("_")[1])
+    if kind == "mixed_dim":
+        return MixedDimTable.from_dense(x, [0, 3, 12, V], [8, 4, 2])
+    if kind == "cce":
+        table = CCETable(V, D, num_chunks=2, codebook_size=5, init_std=1.0)
+        with torch.no_grad():  # a clustering step: index and clustered rows set, hashed at zero
+            table.set_clusters(
+                torch.randint(0, 5, (V, 2), generator=_gen()), torch.randn(2, 5, D // 2, generator=_gen())
+            )
+            table.hashed.normal_()
+        return table
+    if kind == "dhe":
+        table = DHETable(V, D, num_hashes=8, hidden=8)
+        table.distill(x, steps=5, batch_size=64)
+        return table
+    return PrunedTable.from_dense(x, kind.split("_")[1], 60 if kind.endswith("element") else 9)
+
+
 # name -> (holder module, the table under test inside it)
 TABLES: dict[str, Callable[[], tuple[nn.Module, EmbeddingTable]]] = {
     "dense": lambda: (t := _dense(), t),
@@ -97,6 +128,10 @@ TABLES: dict[str, Callable[[], tuple[nn.Module, EmbeddingTable]]] = {
     "rowwise_int8": lambda: (t := _rowwise(8), t),
     "rowwise_int4": lambda: (t := _rowwise(4), t),
     "banded": lambda: (t := _banded(), t),
+    **{
+        k: (lambda k=k: (t := _baseline(k), t))
+        for k in ("hashed", "qr_mult", "qr_add", "mixed_dim", "dhe", "pruned_element", "pruned_row", "cce")
+    },
 }
 
 

@@ -1,6 +1,7 @@
 """``ctrzip compress --method NAME --model DIR --data DIR --out DIR``.
 
-``NAME`` is any registered method (``mec``, ``pq``, ``lowrank``, ``svd``, ``tt``, ...) or a MEC
+``NAME`` is any registered method (``mec``, ``pq``, ``lowrank``, ``svd``, ``tt``, the table
+baselines ``hashing``, ``qr``, ``mixed_dim``, ``dhe``, ``prune``, ``cce``, ...) or a MEC
 variant of ``ctrzip.compression.mec.method.VARIANTS`` (``weighted_kmeans``, ``rq``, ``aq``, ...).
 After compressing, the console shows what was done to each target, the validation AUC before,
 right after the swap (plug-in/direct) and after the fine-tune, bytes by component and the ratio.
@@ -127,9 +128,13 @@ def ignored_settings(cfg: Any) -> dict[str, str]:
     keys), ``min_vocab`` beside ``fields``, the training knobs of ``code_learning`` when
     ``code_learning.steps`` is 0 (k-means only), ``aq_icm_iters`` without AQ. Low-rank/SVD: the
     MLP keys when ``mlp`` is false, the embedding keys when ``embedding`` is false. Every
-    fine-tuning method: the fine-tune keys when ``finetune_epochs`` is 0. TT: ``min_vocab``
-    beside ``fields``.
+    fine-tuning method: the fine-tune keys when ``finetune_epochs`` is 0. TT and the table
+    baselines: ``min_vocab`` beside ``fields``; ``hashing``: ``hash_seed`` with the identity hash;
+    ``dhe``: the ``distill_*`` keys with ``init: random``; ``cce``: ``kmeans_iters`` when nothing
+    is clustered.
     """
+    from ctrzip.compression.baselines import CCEConfig, DHEConfig, HashingConfig
+    from ctrzip.compression.baselines.common import BaselineConfig
     from ctrzip.compression.lowrank.factorized import StepOptions
     from ctrzip.compression.lowrank.feature_mimicking import FactorizedConfig
     from ctrzip.compression.lowrank.tt import TTConfig
@@ -148,8 +153,16 @@ def ignored_settings(cfg: Any) -> dict[str, str]:
             out |= {f"code_learning.{k}": "code_learning.steps is 0 (k-means only)" for k in keys}
         if cl.quantizer != "aq":
             out["code_learning.aq_icm_iters"] = f"code_learning.quantizer is {cl.quantizer!r}"
-    if isinstance(cfg, (MECConfig, TTConfig)) and cfg.fields is not None:
+    if isinstance(cfg, (MECConfig, TTConfig, BaselineConfig)) and cfg.fields is not None:
         out["min_vocab"] = "fields is given (the listed fields are used)"
+    if isinstance(cfg, HashingConfig) and cfg.hash == "identity":
+        out["hash_seed"] = "hash is 'identity' (hash_seed draws the universal hash)"
+    if isinstance(cfg, CCEConfig) and cfg.init == "random" and cfg.recluster_rounds == 0:
+        out["kmeans_iters"] = "init is 'random' and recluster_rounds is 0 (nothing is clustered)"
+    if isinstance(cfg, DHEConfig) and cfg.init == "random":
+        out |= dict.fromkeys(
+            ("distill_steps", "distill_lr", "distill_batch_size"), "init is 'random' (no distillation)"
+        )
     if isinstance(cfg, FactorizedConfig):
         if not cfg.mlp:
             keys = ("rank", "variance", "mlp_targets", "relu_between", "bias_form")
@@ -160,6 +173,8 @@ def ignored_settings(cfg: Any) -> dict[str, str]:
     if isinstance(cfg, StepOptions) and cfg.finetune_epochs == 0:
         keys = ("lr", "finetune_batch_size", "embedding_l2", "weight_l2", "seed")
         out |= dict.fromkeys(keys, "finetune_epochs is 0")
+    if isinstance(cfg, BaselineConfig) and (cfg.init == "random" or isinstance(cfg, CCEConfig)):
+        out.pop("seed", None)  # it also seeds the random start or the k-means
     return {k: v for k, v in out.items() if _has_field(cfg, k)}
 
 

@@ -7,6 +7,8 @@
 - ``quantize/``: row-wise post-training quantization of tables (fp16, int8, int4, int2).
 - ``lowrank/``: low-rank factorizations: feature mimicking (``lowrank``), SVD and Tensor-Train
   baselines, and folding a projection into the first MLP layer.
+- ``baselines/``: hashing trick, quotient-remainder, mixed dimensions, deep hash embedding and
+  magnitude pruning, each sized by a ratio, a byte budget or its own knob.
 - Shared here: ``api`` (the one entry point, ``compress``), ``select`` (target finders),
   ``calibrate``/``stats`` (output statistics), ``sizes`` (byte accounting).
 
@@ -14,7 +16,7 @@ The package is ``ctrzip.compression`` so that ``ctrzip.compress`` can stay the f
 Importing it registers every method.
 """
 
-from ctrzip.compression import budget, lowrank, mec, mixed, quantize  # noqa: F401  (registers the methods)
+from ctrzip.compression import baselines, budget, lowrank, mec, mixed, quantize  # noqa: F401  (registers the methods)
 from ctrzip.compression.api import METHODS, CompressionMethod, compress, register_method
 
 __all__ = ["METHODS", "CompressionMethod", "compress", "register_method"]

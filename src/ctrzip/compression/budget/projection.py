@@ -6,7 +6,8 @@ are projected with each table's own layout: per-id parts (rows, codes) scale wit
 count, codebooks, shared vectors and special rows do not, and the network is counted as
 stored. A ``BandedTable`` keeps each band's share of the ids (one-id bands stay one id):
 at a larger vocabulary the popular head is a *smaller* share of the ids, so this
-overestimates the head's bytes (a conservative projection).
+overestimates the head's bytes (a conservative projection). A table with a ``bytes_at(rows)``
+method (the table baselines: hashing, QR, mixed dimensions, DHE, pruning) states its own rule.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ def table_bytes_at(table: EmbeddingTable, rows: int) -> int:
         return _banded_at(table, rows)
     if type(table) is DenseTable:
         return rows * d * table.weight.element_size()
+    bytes_at = getattr(table, "bytes_at", None)  # the table baselines state their own rule
+    if callable(bytes_at):
+        return int(bytes_at(rows))
     raise CompressionError(f"no byte projection for {type(table).__name__} tables")
 
 
