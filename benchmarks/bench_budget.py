@@ -7,7 +7,9 @@ the dense model of the same seed is the paired control, PROTOCOL.md 1):
 
 * ``int8 rows`` / ``int4 rows``: row-wise quantized tables (``int4 rows + int8 linear`` too);
 * ``weighted k-means`` / ``mec``: MEC's PQ (M x K, fields with at least ``--min-vocab`` ids);
-* ``budget loss<=L`` (``BudgetConfig(max_auc_loss=L)``) and ``budget R x`` (``mb = dense / R``).
+* ``budget loss<=L`` (``max_auc_loss=L``) and ``budget R x`` (``mb = dense / R``), all read off
+  one ``BudgetSearch`` of the model (calibrated once; each record's ``seconds`` is that shared
+  calibration plus the goal's own apply-and-verify, i.e. what one ``compress`` call costs).
 
 Each record has stored bytes (what ``ctrzip.save`` writes), valid and test AUC, the paired
 deltas, the method's seconds, and the bytes of both models projected to a real vocabulary
@@ -32,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ctrzip.compression import compress
-from ctrzip.compression.budget import BudgetConfig
+from ctrzip.compression.budget import BudgetConfig, BudgetSearch
 from ctrzip.compression.budget.projection import project_bytes
 from ctrzip.compression.mec.method import MECConfig
 from ctrzip.compression.mec.projection import FULL_SCALE_VOCAB
@@ -45,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, add_model_args, open_data, run_meta, speed_ratios, train_dense  # noqa: E402
 
 
-def variants(args: argparse.Namespace, seed: int, total: int) -> dict[str, list[Any]]:
+def variants(args: argparse.Namespace, seed: int) -> dict[str, list[Any]]:
     """``{label: [config, ...]}`` applied in order to a copy of the dense model."""
     pq = {"num_subspaces": args.M, "codebook_size": args.K, "min_vocab": args.min_vocab, "seed": seed}
     pq |= {"protocol": "none", "plugin_per_field": False, "device": "cpu"}
@@ -57,12 +59,14 @@ def variants(args: argparse.Namespace, seed: int, total: int) -> dict[str, list[
     }
     if args.mec_steps > 0:
         out["mec"] = [MECConfig.variant("mec", steps=args.mec_steps, **pq)]
-    budget = {"calib_rows": args.calib_rows, "device": "cpu", "seed": seed}
-    for loss in args.losses:
-        out[f"budget loss<={loss:g}"] = [BudgetConfig(max_auc_loss=loss, **budget)]
-    for r in args.ratios:
-        out[f"budget {r:g}x"] = [BudgetConfig(mb=total / r / 2**20, **budget)]
     return {k: v for k, v in out.items() if not args.only or k in args.only}
+
+
+def budget_goals(args: argparse.Namespace, total: int) -> dict[str, dict[str, float]]:
+    """``{label: goal}`` answered by one ``BudgetSearch`` per model (calibrated once)."""
+    goals = {f"budget loss<={loss:g}": {"max_auc_loss": loss} for loss in args.losses}
+    goals |= {f"budget {r:g}x": {"mb": total / r / 2**20} for r in args.ratios}
+    return {k: v for k, v in goals.items() if not args.only or k in args.only}
 
 
 def projected(dense: Any, model: Any, vocab: dict[str, int] | None) -> dict[str, Any]:
@@ -82,12 +86,42 @@ def done_cells(out: Path) -> set[tuple[str, str, int, str]]:
     return {(r["data"], r["model"], r["seed"], r["variant"]) for r in recs}
 
 
+def measure(model: Any, dense: Any, ds: Any, vocab: dict[str, int] | None, /, **rec: Any) -> dict[str, Any]:
+    """One record: bytes, projected bytes, valid/test AUC and the paired deltas vs ``dense``."""
+    met = {s: evaluate(model, ds[s], batch_size=20_000, device="cpu") for s in ("valid", "test")}
+    base = {s: evaluate(dense, ds[s], batch_size=20_000, device="cpu") for s in ("valid", "test")}
+    total, after = size_report(dense)["total"]["bytes"], size_report(model)["total"]["bytes"]
+    return {
+        **rec,
+        "bytes_before": total,
+        "bytes": after,
+        "ratio": total / after,
+        **projected(dense, model, vocab),
+        "valid_auc": met["valid"]["auc"],
+        "test_auc": met["test"]["auc"],
+        "test_logloss": met["test"]["logloss"],
+        "dense_valid_auc": base["valid"]["auc"],
+        "dense_test_auc": base["test"]["auc"],
+        "delta_valid_auc": met["valid"]["auc"] - base["valid"]["auc"],
+        "delta_test_auc": met["test"]["auc"] - base["test"]["auc"],
+        "train_rows": len(ds["train"].label),
+    }
+
+
+def plan_summary(report: dict[str, Any]) -> dict[str, Any]:
+    plan = report.get("plan", [])
+    return {
+        "plan": Counter(p["representation"] for p in plan),
+        "network": next((p["representation"] for p in plan if p["target"] == "network"), None),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(ap, ["pnn", "deepfm", "dcnv2", "gdcn"])
     ap.add_argument("--tag", default="criteo-like", help="data label stored in each record")
     ap.add_argument("--vocab", default="criteo", choices=[*FULL_SCALE_VOCAB, "none"])
-    ap.add_argument("--ratios", nargs="*", type=float, default=[8.0, 16.0])
+    ap.add_argument("--ratios", nargs="*", type=float, default=[6.0, 12.0, 24.0])
     ap.add_argument("--losses", nargs="*", type=float, default=[0.001, 0.002])
     ap.add_argument("--calib-rows", type=int, default=50_000)
     ap.add_argument("--M", type=int, default=4)
@@ -106,21 +140,32 @@ def main() -> None:
     done = done_cells(out)
     head = ("model", "seed", "variant", "MB", "ratio", "proj", "d test", "s")
     print("{:7s} {:>4s} {:26s} {:>7s} {:>6s} {:>6s} {:>8s} {:>6s}".format(*head))
+
+    def emit(rec: dict[str, Any]) -> None:
+        with out.open("a") as f:
+            f.write(json.dumps({**meta, **rec}) + "\n")
+        print(
+            f"{rec['model']:7s} {rec['seed']:4d} {rec['variant']:26s} {rec['bytes'] / 2**20:7.3f} "
+            f"{rec['ratio']:6.2f} {rec.get('projected_ratio', float('nan')):6.1f} "
+            f"{rec['delta_test_auc']:+8.4f} {rec['seconds']:6.1f}"
+        )
+
     for name in args.models:
         for seed in args.seeds:
-            labels = ["dense", *variants(args, seed, 1)]
-            if all((args.tag, name, seed, v) in done for v in labels):
+            key = {"data": args.tag, "model": name, "seed": seed}
+            todo = lambda label, k=(args.tag, name, seed): (*k, label) not in done  # noqa: E731
+            labels = ["dense", *variants(args, seed), *budget_goals(args, 1)]
+            if not any(todo(v) for v in labels):
                 continue
             dense, train_s = train_dense(name, data, seed, args)
-            epoch_s = train_s / args.epochs
-            total = size_report(dense)["total"]["bytes"]
-            base = {s: evaluate(dense, data[s], batch_size=20_000, device="cpu") for s in ("valid", "test")}
+            timing = {"epoch_seconds": train_s / args.epochs}
             models: dict[str, Any] = {"dense": dense}
-            for label, configs in {"dense": [], **variants(args, seed, total)}.items():
-                if (args.tag, name, seed, label) in done:
+            if todo("dense"):
+                emit(measure(dense, dense, data, vocab, **key, variant="dense", seconds=0.0, **timing))
+            for label, configs in variants(args, seed).items():
+                if not todo(label):
                     continue
-                model = copy.deepcopy(dense) if configs else dense
-                t0 = time.perf_counter()
+                model, t0 = copy.deepcopy(dense), time.perf_counter()
                 try:
                     for cfg in configs:
                         compress(model, cfg, data)
@@ -129,49 +174,51 @@ def main() -> None:
                     continue
                 seconds = time.perf_counter() - t0
                 models[label] = model.eval()
-                met = {
-                    s: evaluate(model, data[s], batch_size=20_000, device="cpu") for s in ("valid", "test")
-                }
-                report = model.compression_log[-1]["report"] if configs else {}
-                after = size_report(model)["total"]["bytes"]
-                rec = {
-                    **meta,
-                    "data": args.tag,
-                    "model": name,
-                    "seed": seed,
-                    "variant": label,
-                    "bytes_before": total,
-                    "bytes": after,
-                    "ratio": total / after,
-                    **projected(dense, model, vocab),
-                    "valid_auc": met["valid"]["auc"],
-                    "test_auc": met["test"]["auc"],
-                    "test_logloss": met["test"]["logloss"],
-                    "dense_valid_auc": base["valid"]["auc"],
-                    "dense_test_auc": base["test"]["auc"],
-                    "delta_valid_auc": met["valid"]["auc"] - base["valid"]["auc"],
-                    "delta_test_auc": met["test"]["auc"] - base["test"]["auc"],
-                    "seconds": seconds,
-                    "epoch_seconds": epoch_s,
-                    "train_rows": len(data["train"].label),
-                    "plan": Counter(p["representation"] for p in report.get("plan", [])),
-                    "network": next(
-                        (p["representation"] for p in report.get("plan", []) if p["target"] == "network"),
-                        None,
-                    ),
-                }
-                with out.open("a") as f:
-                    f.write(json.dumps(rec) + "\n")
-                print(
-                    f"{name:7s} {seed:4d} {label:26s} {after / 2**20:7.3f} {rec['ratio']:6.2f} "
-                    f"{rec.get('projected_ratio', float('nan')):6.1f} {rec['delta_test_auc']:+8.4f} "
-                    f"{seconds:6.1f}"
+                plan = plan_summary(model.compression_log[-1]["report"])
+                emit(
+                    measure(
+                        model,
+                        dense,
+                        data,
+                        vocab,
+                        **key,
+                        variant=label,
+                        seconds=seconds,
+                        **timing,
+                        **plan,
+                    )
                 )
+            goals = {
+                k: g for k, g in budget_goals(args, size_report(dense)["total"]["bytes"]).items() if todo(k)
+            }
+            if goals:  # one search, calibrated once, answers every goal (BudgetSearch)
+                t0 = time.perf_counter()
+                cfg = BudgetConfig(mb=1.0, calib_rows=args.calib_rows, device="cpu", seed=seed)
+                search = BudgetSearch(copy.deepcopy(dense), data, cfg)
+                search.calibrate()
+                shared_s = time.perf_counter() - t0
+                for label, goal in goals.items():
+                    t1 = time.perf_counter()
+                    try:
+                        report = search.apply(**goal)
+                    except CompressionError as err:
+                        print(f"{name:7s} {seed:4d} {label:26s} refused: {err}")
+                        continue
+                    apply_s = time.perf_counter() - t1
+                    models[label] = copy.deepcopy(search.model).eval()
+                    extra = {
+                        "calibration_seconds": shared_s,
+                        "apply_seconds": apply_s,
+                        **plan_summary(report),
+                    }
+                    rec = measure(search.model, dense, data, vocab, **key, variant=label, **timing, **extra)
+                    emit({**rec, "seconds": shared_s + apply_s, "goal": goal})
+                    search.restore()
             if seed == args.seeds[0] and args.rounds > 0 and len(models) > 1:
                 speed = speed_ratios(models, data, args.rounds, threads=1)
                 with out.open("a") as f:
-                    rec = {"data": args.tag, "model": name, "seed": seed, "variant": "_speed"}
-                    f.write(json.dumps({**meta, **rec, "speed_vs_dense_batch10k": speed}) + "\n")
+                    rec = {**key, "variant": "_speed", "speed_vs_dense_batch10k": speed}
+                    f.write(json.dumps({**meta, **rec}) + "\n")
                 print(
                     "speed vs dense (batch 10k, 1 thread): "
                     + ", ".join(f"{k} {v:.2f}" for k, v in speed.items())

@@ -124,3 +124,26 @@ def test_head_size_and_banded_candidates_are_exact() -> None:
     # one shared tail vector loses more than a 256-word PQ tail under the same int8 head
     err = {c.name.split(" ")[1]: c.error for c in banded if c not in triples}
     assert err["rowwisebits8+sharedS1"] > err["rowwisebits8+pqM1K256"] > err["rowwisebits8+pqM2K256"]
+
+
+def test_one_search_answers_several_goals_like_separate_runs(setup) -> None:  # type: ignore[no-untyped-def]
+    from ctrzip.compression.budget import BudgetSearch
+
+    data, trained = setup
+    batch = probe_batch(data.schema, 64, torch.device("cpu"))
+    with torch.no_grad():
+        original = trained(batch)
+    total = size_report(trained)["total"]["bytes"] / 2**20
+    search = BudgetSearch(copy.deepcopy(trained), data, BudgetConfig(mb=1, calib_rows=1000))
+    for goal in ({"mb": 0.5 * total}, {"max_auc_loss": 0.002}, {"mb": 0.3 * total}):
+        report = search.apply(**goal)
+        alone = copy.deepcopy(trained)
+        ctrzip.compress(alone, BudgetConfig(**goal, calib_rows=1000), data)
+        expect = alone.compression_log[-1]["report"]
+        assert [p["representation"] for p in report["plan"]] == [p["representation"] for p in expect["plan"]]
+        assert report["bytes"] == expect["bytes"]
+        search.restore()
+        with torch.no_grad():  # restore puts back the very modules: outputs are bit-identical
+            torch.testing.assert_close(search.model(batch), original, rtol=0, atol=0)
+    with pytest.raises(CompressionError, match="exactly one"):
+        search.apply()
