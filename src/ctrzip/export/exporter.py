@@ -81,19 +81,27 @@ def export_model(
     if out.is_dir():
         raise ExportError(f"--out {out}: is a folder; give the file to write (e.g. {out / 'model.onnx'})")
     if out.exists() and not overwrite:
-        raise ExportError(f"--out {out}: already exists; pass --overwrite to replace it, or choose another path")
+        raise ExportError(
+            f"--out {out}: already exists; pass --overwrite to replace it, or choose another path"
+        )
     if not isinstance(model, CTRModel):
         from ctrzip.export.artifact import load
 
         model = load(model)
     model.eval()
     module, swapped = export_module(model)
-    batch = data_batch(model.schema, data, split, rows) if data is not None else random_batch(model.schema, rows, seed)
+    batch = (
+        data_batch(model.schema, data, split, rows)
+        if data is not None
+        else random_batch(model.schema, rows, seed)
+    )
     trace = random_batch(model.schema, _TRACE_ROWS, seed + 1)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
-        record = _write_and_check(model, module, (trace.sparse, trace.dense), batch, tmp / out.name, format, opset)
+        record = _write_and_check(
+            model, module, (trace.sparse, trace.dense), batch, tmp / out.name, format, opset
+        )
         for f in tmp.iterdir():  # the file, and ONNX external data beside it (``<out>.data``)
             os.replace(f, out.parent / f.name)
     finally:

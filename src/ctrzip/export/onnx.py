@@ -36,7 +36,9 @@ def require(name: str) -> ModuleType:
         ) from None
 
 
-def export_onnx(module: torch.nn.Module, example: tuple[Tensor, Tensor], path: Path, opset: int | None) -> int:
+def export_onnx(
+    module: torch.nn.Module, example: tuple[Tensor, Tensor], path: Path, opset: int | None
+) -> int:
     """Trace ``module(sparse, dense)`` on ``example`` and write ``path`` (checked by ``onnx.checker``).
 
     Weights go inside the file up to protobuf's 2 GB limit, beyond it into ``<path>.data``
@@ -73,7 +75,11 @@ def export_onnx(module: torch.nn.Module, example: tuple[Tensor, Tensor], path: P
     except Exception as err:
         raise ExportError(f"{path}: onnx.checker rejects the exported model: {_first_line(err)}") from err
     written = next(
-        (o.version for o in onnx.load(str(path), load_external_data=False).opset_import if o.domain in ("", "ai.onnx")),
+        (
+            o.version
+            for o in onnx.load(str(path), load_external_data=False).opset_import
+            if o.domain in ("", "ai.onnx")
+        ),
         None,
     )
     if opset is not None and written != opset:
@@ -102,7 +108,9 @@ class OnnxRunner:
 
 def versions() -> dict[str, Any]:
     """Versions of the ONNX packages in use (for the parity record)."""
-    return {name: getattr(require(name), "__version__", "?") for name in ("onnx", "onnxruntime", "onnxscript")}
+    return {
+        name: getattr(require(name), "__version__", "?") for name in ("onnx", "onnxruntime", "onnxscript")
+    }
 
 
 def _first_line(err: BaseException) -> str:

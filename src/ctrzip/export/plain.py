@@ -42,7 +42,15 @@ from ctrzip.nn.swappable import SWAPPABLE, put_module, relink_all
 # Swappable types whose forward is plain tensor ops already (PQ code lookup, low-rank codes,
 # folded consumers reading their codes within the same forward, int8 weight dequantization).
 EXPORTS_AS_IS = frozenset(
-    {"DenseTable", "PQTable", "SharedCodesPQTable", "LowRankTable", "LowRankLinear", "FoldedLinear", "Int8Linear"}
+    {
+        "DenseTable",
+        "PQTable",
+        "SharedCodesPQTable",
+        "LowRankTable",
+        "LowRankLinear",
+        "FoldedLinear",
+        "Int8Linear",
+    }
 )
 
 
@@ -177,22 +185,21 @@ def plain_copy(model: nn.Module) -> tuple[nn.Module, dict[str, str]]:
     """
     out = copy.deepcopy(model).to("cpu").eval()
     relink_all(out)  # a deep copy starts with empty code sinks
-    swapped: dict[str, str] = {}
-    # children before parents (reversed pre-order), so a banded table's row-wise bands are
-    # replaced inside the band objects the plain banded table then takes over
-    for fqn, mod in reversed(list(out.named_modules())):
-        name = type(mod).__name__
-        if name not in SWAPPABLE:
-            continue
-        if name in PLAIN_FORMS:
-            new = PLAIN_FORMS[name](mod)
-            put_module(out, fqn, new)
-            swapped[fqn] = f"{name} -> {type(new).__name__}"
-        elif name not in EXPORTS_AS_IS:
+    modules = [(fqn, type(m).__name__, m) for fqn, m in out.named_modules() if type(m).__name__ in SWAPPABLE]
+    for fqn, name, _ in modules:
+        if name not in PLAIN_FORMS and name not in EXPORTS_AS_IS:
             raise ExportError(
                 f"module {fqn} ({name}): no export path is declared for this type; add it to "
                 "ctrzip.export.plain.EXPORTS_AS_IS or PLAIN_FORMS"
             )
+    swapped: dict[str, str] = {}
+    # children before parents (reversed pre-order), so a banded table's row-wise bands are
+    # replaced inside the band objects the plain banded table then takes over
+    for fqn, name, mod in reversed(modules):
+        if name in PLAIN_FORMS:
+            new = PLAIN_FORMS[name](mod)
+            put_module(out, fqn, new)
+            swapped[fqn] = f"{name} -> {type(new).__name__}"
     relink_all(out)
     return out, dict(reversed(list(swapped.items())))
 
