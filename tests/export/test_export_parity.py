@@ -135,6 +135,31 @@ def test_export_matches_pytorch(name: str, fmt: str, models, exported) -> None: 
         assert float((got - ref).abs().max()) < TOLERANCE
 
 
+def _unpacked_code_bytes(model: torch.nn.Module) -> int:
+    """Bytes the graph adds by holding PQ band codes unpacked (``PQBand`` unpacks them at load)."""
+    return sum(
+        m.codes.numel() * m.codes.element_size() - m.packed_codes.numel()
+        for m in model.modules()
+        if type(m).__name__ == "PQBand"
+    )
+
+
+@pytest.mark.parametrize("name", list(CHAINS))
+def test_onnx_initializers_are_the_stored_bytes(name: str, models, exported) -> None:  # type: ignore[no-untyped-def]
+    """Compressed tensors stay compressed in the file: no int8 weight or code table is folded
+    into float32 constants (only PQ band codes grow, unpacked as documented)."""
+    from onnx import numpy_helper
+
+    from ctrzip.compression.sizes import stored_bytes
+
+    model = models[name]
+    path, _ = exported(name, "onnx")
+    proto = onnx.load(str(path))
+    graph_bytes = sum(numpy_helper.to_array(i).nbytes for i in proto.graph.initializer)
+    allowed = stored_bytes(model) + _unpacked_code_bytes(model)
+    assert graph_bytes <= allowed + 2048, (graph_bytes, allowed)  # + index constants (offsets, vocab)
+
+
 def test_onnx_file_is_valid_with_dynamic_batch(exported) -> None:  # type: ignore[no-untyped-def]
     path, record = exported("mixed+int4+svd", "onnx")
     proto = onnx.load(str(path))

@@ -65,6 +65,9 @@ def export_onnx(
                 dynamic_shapes=({0: batch}, {0: batch}),
                 opset_version=opset,
                 verbose=False,
+                # no constant folding in the file: it would turn int8 weights times their scales
+                # into float32 constants (4x the bytes); onnxruntime folds at load, in memory
+                optimize=False,
             )
             assert program is not None  # dynamo=True always returns the program
             program.save(str(path))
