@@ -88,13 +88,13 @@ def measure(
 ) -> list[dict]:
     rows_out = []
     for bs in BATCHES:
-        sparse = np.ascontiguousarray(test.sparse[:bs], dtype=np.int64)
-        dense = np.ascontiguousarray(test.dense[:bs], dtype=np.float32)
+        sparse = np.array(test.sparse[:bs], dtype=np.int64)  # a writable copy (the split is memory-mapped)
+        dense = np.array(test.dense[:bs], dtype=np.float32)
         batch = Batch(torch.from_numpy(sparse), torch.from_numpy(dense), torch.zeros(bs))
         fns = {}
         for name, model in models.items():
-            fns[name, "torch"] = lambda m=model: m.predict(batch)
-            fns[name, "onnxruntime"] = lambda r=runners[name]: r.numpy(sparse, dense)
+            fns[name, "torch"] = lambda m=model, b=batch: m.predict(b)
+            fns[name, "onnxruntime"] = lambda r=runners[name], s=sparse, d=dense: r.numpy(s, d)
         with torch.inference_mode():
             for fn in fns.values():  # warm-up (first-call allocations, ORT's lazy init)
                 fn()
