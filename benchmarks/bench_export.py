@@ -66,9 +66,12 @@ def build_models(data: EncodedDataset, args: argparse.Namespace) -> dict[str, An
         num_subspaces=4, codebook_size=64, min_vocab=min(1_000, largest // 2), protocol="none",
         plugin_per_field=False, code_learning=CodeLearningConfig(steps=30), device="cpu",
     )  # fmt: skip
+    t0 = time.perf_counter()
     mec = compress(copy.deepcopy(dense), mec_cfg, data)
     budget_mb = stored_bytes(dense) / 2**20 / 4
+    t1 = time.perf_counter()
     budget = compress(copy.deepcopy(dense), BudgetConfig(mb=budget_mb, calib_rows=20_000, device="cpu"), data)
+    print(f"compressed: mec in {t1 - t0:.1f} s, budget in {time.perf_counter() - t1:.1f} s")
     return {"dense": dense, "mec M=4 K=64": mec, f"budget {budget_mb:.2f} MB": budget}
 
 
@@ -122,7 +125,7 @@ def measure(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     add_model_args(ap, ["deepfm"])
-    ap.add_argument("--train-rows", type=int, default=100_000)
+    ap.add_argument("--train-rows", type=int, default=50_000)
     ap.add_argument("--eval-rows", type=int, default=20_000)
     ap.add_argument("--threads", type=int, default=1, help="threads of both runtimes")
     ap.add_argument("--rounds", type=int, default=5)
@@ -148,7 +151,10 @@ def main() -> None:
                 "plain_forms": len(rec["plain_forms"]),
                 "test_auc": evaluate(model, test, device="cpu")["auc"],
             }
+        print("exported: " + ", ".join(f"{k} in {v['export_s']} s" for k, v in info.items()))
+        t0 = time.perf_counter()
         results = measure(models, runners, test, args)
+        print(f"timed in {time.perf_counter() - t0:.0f} s")
     print(f"\nthreads={args.threads}, {args.rounds} interleaved rounds, median samples/s ({machine_tag()})")
     print(
         f"{'model':<22}{'bytes':>11}{'onnx B':>11}{'batch':>7}{'torch/s':>12}{'ort/s':>12}{'ort/torch':>10}"

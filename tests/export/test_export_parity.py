@@ -185,8 +185,10 @@ def test_pair_product_models_export_and_still_predict(name: str, tmp_path: Path)
     b = random_batch(model.schema, 16, seed=1)
     batch = Batch(b.sparse, b.dense, torch.zeros(16))
     before = model.predict(batch)
+    model.train()  # the exporter checks in eval mode and hands the caller's mode back
     record = export_model(model, tmp_path / "m.pt2", "torch-export")
     assert record["parity"][0]["max_abs_diff"] < TOLERANCE
-    assert torch.equal(model.predict(batch), before)
+    assert model.training
+    assert torch.equal(model.eval().predict(batch), before)
     fresh = build_model(name, _schema(), {"embedding_dim": 4}).eval()  # a new model after tracing
     assert torch.isfinite(fresh.predict(batch)).all()

@@ -60,6 +60,9 @@ def export_model(
             valid ids, seeded by ``seed``).
         rows: rows of the parity batch (>= 1); a batch of one is always checked too.
 
+    The model is copied while exporting (export-friendly forms replace modules in the copy
+    only, see ``ctrzip.export.plain``), so peak memory is about twice the model's.
+
     Returns:
         The parity record also saved to ``parity_path(out)``: format, file, bytes, opset,
         versions, the modules given export-friendly forms, and per checked batch its rows,
@@ -88,24 +91,28 @@ def export_model(
         from ctrzip.export.artifact import load
 
         model = load(model)
-    model.eval()
-    module, swapped = export_module(model)
-    batch = (
-        data_batch(model.schema, data, split, rows)
-        if data is not None
-        else random_batch(model.schema, rows, seed)
-    )
-    trace = random_batch(model.schema, _TRACE_ROWS, seed + 1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    was_training = model.training
+    model.eval()  # dropout off for the parity runs; the caller's mode comes back below
     try:
-        record = _write_and_check(
-            model, module, (trace.sparse, trace.dense), batch, tmp / out.name, format, opset
+        module, swapped = export_module(model)
+        batch = (
+            data_batch(model.schema, data, split, rows)
+            if data is not None
+            else random_batch(model.schema, rows, seed)
         )
-        for f in tmp.iterdir():  # the file, and ONNX external data beside it (``<out>.data``)
-            os.replace(f, out.parent / f.name)
+        trace = random_batch(model.schema, _TRACE_ROWS, seed + 1)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+        try:
+            record = _write_and_check(
+                model, module, (trace.sparse, trace.dense), batch, tmp / out.name, format, opset
+            )
+            for f in tmp.iterdir():  # the file, and ONNX external data beside it (``<out>.data``)
+                os.replace(f, out.parent / f.name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        model.train(was_training)
     record = {
         "format": format,
         "file": str(out),
