@@ -175,6 +175,9 @@ def test_onnx_file_is_valid_with_dynamic_batch(exported) -> None:  # type: ignor
     assert record["opset"] == next(o.version for o in proto.opset_import if o.domain == "")
     # int4 codes stay packed: the graph holds uint8 initializers no wider than the stored rows
     assert any(init.data_type == onnx.TensorProto.UINT8 for init in proto.graph.initializer)
+    # no per-node debugging record (stack traces with the exporting machine's paths)
+    assert not any(n.metadata_props for n in proto.graph.node)
+    assert b"site-packages" not in path.read_bytes() and b"ctrzip/" not in path.read_bytes()
 
 
 @pytest.mark.parametrize("name", ["pnn", "attentional_fm"])

@@ -42,7 +42,10 @@ def export_onnx(
     """Trace ``module(sparse, dense)`` on ``example`` and write ``path`` (checked by ``onnx.checker``).
 
     Weights go inside the file up to protobuf's 2 GB limit, beyond it into ``<path>.data``
-    beside it (the exporter decides). Returns the opset of the written model.
+    beside it (the exporter decides). The graph is written unoptimized: the exporter's constant
+    folding would store int8 weights times their scales as float32 (4x the bytes), and
+    onnxruntime optimizes the graph (folding included) in memory when it loads it. Returns the
+    opset of the written model.
 
     Raises:
         ExportError: a package is missing, ``opset`` < 18, the exporter fails (its first line
@@ -70,6 +73,7 @@ def export_onnx(
                 optimize=False,
             )
             assert program is not None  # dynamo=True always returns the program
+            _drop_node_metadata(program.model)
             program.save(str(path))
         except Exception as err:  # the exporter's own error types vary across torch versions
             raise ExportError(f"torch.onnx export failed: {_first_line(err)}") from err
@@ -114,6 +118,17 @@ def versions() -> dict[str, Any]:
     return {
         name: getattr(require(name), "__version__", "?") for name in ("onnx", "onnxruntime", "onnxscript")
     }
+
+
+def _drop_node_metadata(model: Any) -> None:
+    """Clear each node's ``metadata_props``: the exporter's per-node debugging record (source
+    stack traces with this machine's paths) is more than half of an unoptimized file."""
+    graphs = [model.graph, *getattr(model, "functions", {}).values()]
+    for graph in graphs:
+        for node in graph:
+            props = getattr(node, "metadata_props", None)
+            if props is not None:
+                props.clear()
 
 
 def _first_line(err: BaseException) -> str:
