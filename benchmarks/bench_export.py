@@ -129,7 +129,7 @@ def main() -> None:
     ap.add_argument("--eval-rows", type=int, default=20_000)
     ap.add_argument("--threads", type=int, default=1, help="threads of both runtimes")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--min-s", type=float, default=0.2, help="seconds per timed (model, runtime) slot")
+    ap.add_argument("--min-s", type=float, default=0.15, help="seconds per timed (model, runtime) slot")
     args = ap.parse_args()
     t_start = time.perf_counter()
     torch.manual_seed(0)

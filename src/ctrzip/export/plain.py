@@ -63,7 +63,8 @@ class PlainRowwiseTable(EmbeddingTable):
 
     Buffers: ``fp16_rows [V, D]`` (bits 16), else ``codes [V, D]`` uint8 (bits 8) or
     ``[V, D' * bits / 8]`` packed uint8 (bits 4, 2), and ``scale_bias [V, 2]`` (float32 for
-    int8, float16 for int4/int2, as stored). Lookup: ``q * scale + bias``, padding id -> 0.
+    int8, float16 for int4/int2, as stored). Lookup: ``q * scale + bias``. The padding id's
+    row is stored as zeros (codes, scale and bias), so it reads exactly zero without a mask.
     """
 
     def __init__(self, table: RowwiseQuantTable) -> None:
@@ -72,7 +73,10 @@ class PlainRowwiseTable(EmbeddingTable):
         self.bits, self.padding_idx = table.bits, table.padding_idx
         d = table.embedding_dim
         if self.bits == 16:
-            self.register_buffer("fp16_rows", table.fp16_rows.detach().clone())
+            rows = table.fp16_rows.detach().clone()
+            if self.padding_idx is not None:
+                rows[self.padding_idx] = 0
+            self.register_buffer("fp16_rows", rows)
             return
         packed = table.packed.detach()
         if self.bits == 8:
@@ -82,23 +86,25 @@ class PlainRowwiseTable(EmbeddingTable):
             codes, sb = packed[:, :nbytes], packed[:, nbytes : nbytes + 4].contiguous().view(torch.float16)
             per_byte = 8 // self.bits
             self.register_buffer("_divisors", 2 ** (self.bits * torch.arange(per_byte, dtype=torch.int32)))
-        self.register_buffer("codes", codes.clone().contiguous())
-        self.register_buffer("scale_bias", sb.clone())
+        codes, sb = codes.clone().contiguous(), sb.clone()
+        if self.padding_idx is not None:  # q * 0 + 0 = 0 exactly
+            codes[self.padding_idx] = 0
+            sb[self.padding_idx] = 0
+        self.register_buffer("codes", codes)
+        self.register_buffer("scale_bias", sb)
 
     def forward(self, ids: Tensor) -> Tensor:  # [...] -> [..., D]
         flat = ids.reshape(-1).long()
         d = self.embedding_dim
         if self.bits == 16:
-            out = self.fp16_rows[flat].float()
+            out = torch.index_select(self.fp16_rows, 0, flat).float()
         else:
-            raw = self.codes[flat]  # [n, bytes]
+            raw = torch.index_select(self.codes, 0, flat)  # [n, bytes]
             if self.bits < 8:  # element j of a byte sits in bits j*b .. j*b + b - 1
                 raw = (raw.to(torch.int32).unsqueeze(-1) // self._divisors) % (1 << self.bits)
                 raw = raw.flatten(-2)[:, :d]
-            sb = self.scale_bias[flat].float()  # [n, 2]
+            sb = torch.index_select(self.scale_bias, 0, flat).float()  # [n, 2]
             out = raw.float() * sb[:, :1] + sb[:, 1:2]
-        if self.padding_idx is not None:
-            out = torch.where((flat == self.padding_idx).unsqueeze(-1), torch.zeros_like(out), out)
         return out.reshape(*ids.shape, d)
 
     def materialize(self) -> Tensor:
