@@ -94,12 +94,12 @@ def export_model(
     was_training = model.training
     model.eval()  # dropout off for the parity runs; the caller's mode comes back below
     try:
-        module, swapped = export_module(model)
-        batch = (
+        batch = (  # first: bad --data fails before any work
             data_batch(model.schema, data, split, rows)
             if data is not None
             else random_batch(model.schema, rows, seed)
         )
+        module, swapped = export_module(model)
         trace = random_batch(model.schema, _TRACE_ROWS, seed + 1)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
