@@ -1,5 +1,15 @@
-"""Pickle-free model artifacts."""
+"""Pickle-free model artifacts, and exports to ONNX / torch.export (``export_model``)."""
 
 from ctrzip.export.artifact import ArtifactError, artifact_sizes, check_destination, load, save
+from ctrzip.export.exporter import export_model
+from ctrzip.export.plain import ExportError
 
-__all__ = ["ArtifactError", "artifact_sizes", "check_destination", "load", "save"]
+__all__ = [
+    "ArtifactError",
+    "ExportError",
+    "artifact_sizes",
+    "check_destination",
+    "export_model",
+    "load",
+    "save",
+]

@@ -6,8 +6,6 @@ Pairs are the F(F-1)/2 unordered field pairs ``(i, j), i < j`` in row-major orde
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import torch
 from torch import Tensor
 
@@ -17,12 +15,13 @@ def num_pairs(num_fields: int) -> int:
     return num_fields * (num_fields - 1) // 2
 
 
-@lru_cache(maxsize=32)
 def pair_indices(num_fields: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """Left and right field index of every pair ``(i < j)``, row-major; each ``[P]`` long.
 
-    Cached per (F, device) so a forward pass does not rebuild them; they are not
-    buffers, so they never enter a ``state_dict``.
+    Built on every call (one small kernel), never cached: a process-wide cache would keep
+    the fake tensors a tracer (``torch.export``, ``torch.onnx``) creates, and every later
+    forward of every model would read them. They are not buffers, so they never enter a
+    ``state_dict``.
     """
     rows, cols = torch.triu_indices(num_fields, num_fields, offset=1, device=device)
     return rows, cols
