@@ -22,6 +22,7 @@ import polars as pl
 
 from ctrzip.data.columns import ColumnPlan
 from ctrzip.data.config import DatasetConfig
+from ctrzip.data.counts import category_lut, vocab_frame
 from ctrzip.data.encode import Encoder, normalize_dense
 from ctrzip.data.progress import prefetch
 from ctrzip.data.readers import CRITEO_COLUMNS, BadRows, DataFormatError, DelimitedReader, RawTable, Reader
@@ -55,9 +56,14 @@ class RowEncoder:
     """
 
     def __init__(self, encoder: Encoder) -> None:
-        self.encoder = encoder
         self.config: DatasetConfig = encoder.config
         self.schema: FeatureSchema = encoder.schema()
+        # the vocabularies as lookup frames, built once (the Python lists are not kept)
+        self._vocab = {
+            f.name: vocab_frame(encoder.vocabs[f.name], pl.Int64 if f.type == "numeric" else pl.String)
+            for f in self.config.features
+            if not f.is_dense
+        }
         dense = [f for f in self.config.features if f.is_dense]
         self._shift = np.array([encoder.normalizers[f.name]["shift"] for f in dense], dtype=np.float64)
         self._scale = np.array([encoder.normalizers[f.name]["scale"] for f in dense], dtype=np.float64)
@@ -96,8 +102,9 @@ class RowEncoder:
         block = plan.apply(RawTable(frame, table.lines, table.rows, table.nbytes), bad, where)
         pos = np.searchsorted(table.rows, block.rows)  # rows kept by apply, in order
         sparse = np.empty_like(block.codes)
-        for name, lut in self.encoder._luts(plan).items():  # the encoder's own code -> id tables
-            cols = plan.slices[name]
+        for f in plan.sparse:  # the encoder's own code -> id tables (``Encoder._luts``)
+            lut = category_lut(plan.values(f.name), self._vocab[f.name])
+            cols = plan.slices[f.name]
             sparse[:, cols] = lut[block.codes[:, cols]]
         dense = normalize_dense(block.dense, self._shift, self._scale)
         kept = table.frame.select(list(keep))[pos] if keep else pl.DataFrame()
