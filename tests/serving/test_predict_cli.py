@@ -91,10 +91,11 @@ def test_bad_rows_error_names_file_line_column_or_skip_counts_them(raw, tmp_path
         ctrzip.predict(art, bad, out, device="cpu")
     assert not out.exists() and not list(tmp_path.glob("*.tmp"))  # never half-written
     args = ["predict", "--model", str(art), "--input", str(bad), "--output", str(out), "--no-progress"]
-    res = runner.invoke(app, args)
-    assert res.exit_code == 2 and f"{bad}:7: expected 6 columns" in _error_line(res.output)
-    for policy in ("skip",):
-        res = runner.invoke(app, [*args, "--on-bad-rows", policy])
+    for extra in ([], ["--on-error", "raise"], ["--on-bad-rows", "error"]):  # the default, spelled out
+        res = runner.invoke(app, [*args, *extra])
+        assert res.exit_code == 2 and f"{bad}:7: expected 6 columns" in _error_line(res.output)
+    for option in ("--on-bad-rows", "--on-error"):
+        res = runner.invoke(app, [*args, option, "skip", "--overwrite"])
         assert res.exit_code == 0, res.output
         text = " ".join(res.output.split())
         assert (

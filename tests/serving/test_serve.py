@@ -208,5 +208,11 @@ def test_serve_refuses_a_tampered_artifact_before_starting(artifact, tmp_path) -
     vocab.write_text(vocab.read_text().replace('"b', '"c', 1))
     res = CliRunner().invoke(app, ["serve", "--model", str(bad), "--port", "1"])
     assert res.exit_code == 2 and f"{vocab}: checksum mismatch" in res.output
+    old = save(tmp_path / "old", ctrzip.load(artifact), encoder=None)
+    shutil.rmtree(old / "encoder")  # as written before artifacts carried encoders
+    sums = json.loads((old / "checksums.json").read_text())
+    (old / "checksums.json").write_text(json.dumps({k: v for k, v in sums.items() if "/" not in k}))
+    res = CliRunner().invoke(app, ["serve", "--model", str(old)])
+    assert res.exit_code == 2 and f"{old}: the artifact has no encoder/" in " ".join(res.output.split())
     res = CliRunner().invoke(app, ["serve", "--model", str(artifact), "--max-batch", "0"])
     assert res.exit_code == 2 and "--max-batch must be >= 1" in res.output
