@@ -39,6 +39,8 @@ MALFORMED: list[tuple[bytes, int, list[str]]] = [
     (b"{not json", 400, ["malformed JSON at line 1 column 2"]),
     (b"", 400, ["malformed JSON"]),
     (b"\xff\xfe", 400, ["malformed JSON"]),
+    (b"[" * 5_000, 400, ["malformed JSON (nested too deeply)"]),
+    (b'{"records": [{"big": ' + b"[" * 3_000 + b"]" * 3_000 + b"}]}", 400, ["nested too deeply"]),
     (b"[1, 2]", 422, ['{"records": [...]}']),
     (b'{"rows": []}', 422, ['{"records": [...]}']),
     (b'{"records": [], "extra": 1}', 422, ["unknown key 'extra'"]),
@@ -110,7 +112,9 @@ def test_predict_health_metadata(client, artifact) -> None:
 
 
 @pytest.mark.parametrize(
-    ("body", "status", "words"), MALFORMED, ids=[m[0][:30].decode("latin-1") for m in MALFORMED]
+    ("body", "status", "words"),
+    MALFORMED,
+    ids=[m[0][:30].decode("latin-1") + str(len(m[0])) for m in MALFORMED],
 )
 def test_malformed_requests_get_a_4xx_naming_record_and_field(client, body, status, words) -> None:
     res = client.post("/predict", content=body, headers={"content-type": "application/json"})

@@ -100,6 +100,8 @@ class RecordSchema:
                 f" at line {err.lineno} column {err.colno}" if isinstance(err, json.JSONDecodeError) else ""
             )
             raise RequestError(f"body: malformed JSON{where} ({err})", 400) from None
+        except RecursionError:  # nesting deeper than the parser's stack
+            raise RequestError("body: malformed JSON (nested too deeply)", 400) from None
         if not isinstance(doc, dict) or "records" not in doc:
             raise RequestError('body: expected a JSON object {"records": [...]}')
         extra = sorted(set(doc) - {"records"})
