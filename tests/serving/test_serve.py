@@ -40,6 +40,7 @@ MALFORMED: list[tuple[bytes, int, list[str]]] = [
     (b"", 400, ["malformed JSON"]),
     (b"\xff\xfe", 400, ["malformed JSON"]),
     (b"[" * 5_000, 400, ["malformed JSON (nested too deeply)"]),
+    (b'{"records": [{"x": 1' + b"0" * 5_000 + b"}]}", 400, ["malformed JSON", "integer"]),
     (b'{"records": [{"big": ' + b"[" * 3_000 + b"]" * 3_000 + b"}]}", 400, ["nested too deeply"]),
     (b"[1, 2]", 422, ['{"records": [...]}']),
     (b'{"rows": []}', 422, ['{"records": [...]}']),

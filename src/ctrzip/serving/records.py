@@ -95,7 +95,7 @@ class RecordSchema:
         """
         try:
             doc = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError, or an integer too long
             where = (
                 f" at line {err.lineno} column {err.colno}" if isinstance(err, json.JSONDecodeError) else ""
             )
