@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ctrzip.data.encode import encode_dataset
@@ -16,7 +17,8 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def test_readme_python_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert blocks, "README has no python example"
-    raw = tmp_path / "raw.txt"
+    raw = tmp_path / "data" / "criteo_like.txt"
+    raw.parent.mkdir()
     generate("criteo-like", raw, rows=5000, seed=3, progress=False)
     encode_dataset("criteo", raw, tmp_path / "data" / "criteo_like_encoded", progress=False)
     monkeypatch.chdir(tmp_path)
@@ -35,3 +37,17 @@ def test_readme_python_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
     back = ctrzip.load(tmp_path / "runs" / "deepfm_mec_lowrank")
     assert any(type(m).__name__ == "LowRankLinear" for m in back.modules())
+    # the artifact scores raw rows by itself: the same rows as the encoded dataset, same numbers
+    from ctrzip.data.config import load_dataset_config
+    from ctrzip.data.dataset import EncodedDataset
+    from ctrzip.data.split import SplitAssigner
+    from ctrzip.train.evaluation import predict as predict_arrays
+
+    probs = ctrzip.predict(tmp_path / "runs" / "deepfm_mec_lowrank", raw, device="cpu")
+    data = EncodedDataset.open(tmp_path / "data" / "criteo_like_encoded")
+    assert probs.shape == (5000,) and np.isfinite(probs).all()
+    test_rows = np.flatnonzero(
+        SplitAssigner(load_dataset_config("criteo").split).assign(np.arange(5000)) == 2
+    )
+    want = predict_arrays(back, data["test"], device="cpu")
+    np.testing.assert_allclose(probs[test_rows], want, rtol=0, atol=1e-6)

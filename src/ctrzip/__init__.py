@@ -5,6 +5,7 @@ Public API::
     from ctrzip import EncodedDataset, build_model, Trainer, TrainConfig, evaluate
     from ctrzip import compress, MECConfig, LowRankConfig, save, load
     from ctrzip import BudgetConfig, RowwiseConfig, LinearInt8Config, MixedConfig
+    from ctrzip import predict, Predictor   # raw rows -> probabilities with a saved artifact
 """
 
 from ctrzip._version import __version__
@@ -21,6 +22,7 @@ from ctrzip.data.schema import FeatureSchema, FieldSpec
 from ctrzip.data.synthetic import generate
 from ctrzip.export import load, save
 from ctrzip.models.base import build_model
+from ctrzip.serving.predict import Predictor, predict
 from ctrzip.train.trainer import TrainConfig, Trainer, evaluate
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "MECConfig",
     "MixedConfig",
     "PQConfig",
+    "Predictor",
     "RowwiseConfig",
     "TrainConfig",
     "Trainer",
@@ -44,5 +47,6 @@ __all__ = [
     "evaluate",
     "generate",
     "load",
+    "predict",
     "save",
 ]

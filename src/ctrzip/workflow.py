@@ -55,6 +55,7 @@ def train_run(
     """
     from ctrzip.compression.sizes import size_report
     from ctrzip.export import ArtifactError, check_destination, save
+    from ctrzip.export.encoder_files import of_dataset
     from ctrzip.train.checks import check_both_classes
     from ctrzip.train.resume import saved_run_diffs
     from ctrzip.train.trainer import TrainConfig, Trainer, evaluate
@@ -95,5 +96,9 @@ def train_run(
         for name in ("valid", "test")
         if name in data.splits
     }
-    artifact = save(save_to, model, extra={"metrics": metrics}, overwrite=overwrite) if save_to else None
+    artifact = (
+        save(save_to, model, extra={"metrics": metrics}, overwrite=overwrite, encoder=of_dataset(data))
+        if save_to
+        else None
+    )
     return RunResult(model, metrics, size_report(model), history, artifact)

@@ -196,7 +196,7 @@ def test_variant_on_the_command_line_with_summary(trained: tuple[Path, Path], tm
         sizes["tensor_bytes"]
         == after["total"]["bytes"]
         < sizes["disk_bytes"]
-        == sum(f.stat().st_size for f in out.iterdir())
+        == sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     )
     line = f"({sizes['tensor_bytes']:,} B of tensors, {sizes['disk_bytes']:,} B on disk)"
     assert line in " ".join(text.split())

@@ -74,6 +74,7 @@ def compress_cmd(
     from ctrzip.compression.sizes import size_report
     from ctrzip.data.dataset import EncodedDataset
     from ctrzip.export import check_destination, load, save
+    from ctrzip.export.encoder_files import of_dataset
     from ctrzip.train.trainer import evaluate
 
     if not overwrite and out.resolve() == model.resolve():
@@ -117,7 +118,8 @@ def compress_cmd(
             f"--method {method}: nothing was compressed (every target kept, reasons above); "
             f"no artifact written to {out}"
         )
-    save(out, net, overwrite=overwrite)  # the --model was read into memory: replacing it is safe
+    # the --model was read into memory: replacing it is safe; the encoder comes from --data
+    save(out, net, overwrite=overwrite, encoder=of_dataset(ds))
     console.print(saved_line("compressed artifact", out))
 
 

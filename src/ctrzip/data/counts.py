@@ -88,14 +88,31 @@ def build_vocab(
     return (vocab, kept.get_column("i").to_numpy().astype(np.int64)) if ordered else vocab
 
 
-def category_lut(values: pl.Series, vocab: list[Any]) -> np.ndarray:
-    """Provisional code (0 = missing, k + 1 = ``values[k]``) -> final id (unknown -> OOV)."""
+def vocab_frame(vocab: list[Any], dtype: Any) -> pl.DataFrame:
+    """``{"v": value, "id": 1..n}``: the lookup side of ``category_lut``, built once per field
+    where many small blocks are coded with one vocabulary (``ctrzip predict`` and ``serve``)."""
+    return pl.DataFrame(
+        {"v": pl.Series(vocab, dtype=dtype), "id": np.arange(1, len(vocab) + 1, dtype=np.int32)}
+    )
+
+
+def category_lut(values: pl.Series, vocab: list[Any] | pl.DataFrame) -> np.ndarray:
+    """Provisional code (0 = missing, k + 1 = ``values[k]``) -> final id (unknown -> OOV).
+
+    ``vocab``: the kept values in id order, or their ``vocab_frame``; with a frame only the
+    vocabulary entries among ``values`` take part in the join (a small block against a large
+    vocabulary then costs a scan, not a hash table of the whole vocabulary).
+    """
     oov = len(vocab) + 1
     if len(values) == 0:
         return np.zeros(1, dtype=np.int32)
-    dtype = pl.Int64 if values.dtype.is_integer() else pl.String
-    cats = pl.DataFrame({"v": values.cast(dtype)})
-    ids = pl.DataFrame({"v": pl.Series(vocab, dtype=dtype), "id": np.arange(1, oov, dtype=np.int32)})
+    if isinstance(vocab, pl.DataFrame):
+        cats = pl.DataFrame({"v": values.cast(vocab.schema["v"])})
+        ids = vocab.filter(pl.col("v").is_in(cats.get_column("v").implode()))
+    else:
+        dtype = pl.Int64 if values.dtype.is_integer() else pl.String
+        cats = pl.DataFrame({"v": values.cast(dtype)})
+        ids = vocab_frame(vocab, dtype)
     joined = cats.join(ids, on="v", how="left", maintain_order="left").get_column("id").fill_null(oov)
     return np.concatenate([[0], joined.to_numpy().astype(np.int32)])
 

@@ -357,8 +357,7 @@ class Encoder:
 
         def convert(codes: np.ndarray, raw: np.ndarray, y: np.ndarray, split: str) -> tuple[np.ndarray, ...]:
             idx = np.add(codes, col_off, out=codes) if off_type is np.int32 else codes + col_off
-            with np.errstate(over="ignore"):  # checked just below
-                dense = np.nan_to_num((raw - shift) / scale, nan=0.0).astype(np.float32)
+            dense = normalize_dense(raw, shift, scale)
             if not np.isfinite(dense).all():
                 self._not_finite(plan, dense, raw, split)
             return big.take(idx), dense, y
@@ -424,6 +423,19 @@ class Encoder:
             return
         self.schema().save(out / "feature_map.json")
         self.save(out)
+
+
+def normalize_dense(raw: np.ndarray, shift: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Dense model inputs from raw values: ``(raw - shift) / scale`` per column, missing (NaN) -> 0.
+
+    Args:
+        raw: float32 [n, Dn] raw values (NaN = missing).
+        shift, scale: float64 [Dn], the fitted normalizers (``Encoder.normalizers``).
+    Returns:
+        float32 [n, Dn]; a value overflowing float32 is inf (callers check and report it).
+    """
+    with np.errstate(over="ignore"):
+        return np.nan_to_num((raw - shift) / scale, nan=0.0).astype(np.float32)
 
 
 def _load_trim() -> Any:

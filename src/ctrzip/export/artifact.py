@@ -7,7 +7,9 @@ Layout::
                         compression log, versions, ``storage`` (tensor bytes and the
                         safetensors file's size on disk)
     schema.json         the FeatureSchema the model was trained on
-    checksums.json      sha256 of the three files above
+    encoder/            optional: encoder.json + vocab/<field>.json, what encodes raw rows
+                        (``encoder_files``; written when the model comes from an encoded dataset)
+    checksums.json      sha256 of every file above
 
 ``load`` rebuilds the float model from the manifest, replays each swapped module with its
 ``empty(**spec)`` constructor, then loads the weights strictly. Nothing is unpickled.
@@ -30,16 +32,14 @@ from torch import nn
 from ctrzip._version import __version__
 from ctrzip.data.schema import FeatureSchema
 from ctrzip.errors import UserError
+from ctrzip.export import encoder_files
+from ctrzip.export.errors import ArtifactError
 from ctrzip.models.base import CTRModel, build_model
 from ctrzip.nn.embedding.base import DenseTable
 from ctrzip.nn.swappable import SWAPPABLE, put_module, relink_all
 
 FORMAT_VERSION = 1
 _FILES = ("model.safetensors", "manifest.json", "schema.json")
-
-
-class ArtifactError(UserError):
-    """An artifact folder is missing, corrupt or inconsistent."""
 
 
 def _sha256(path: Path) -> str:
@@ -90,9 +90,10 @@ def tensor_file_bytes(file: str | Path) -> int:
 def artifact_sizes(path: str | Path) -> dict[str, Any]:
     """Sizes of a saved artifact: ``tensor_bytes`` (the tensors in ``model.safetensors``, equal to
     ``ctrzip.compression.sizes.stored_bytes`` of the saved model), ``files`` (bytes on disk per
-    file) and ``disk_bytes`` (their sum: what the folder takes, headers and JSON included)."""
+    file, ``encoder/...`` included) and ``disk_bytes`` (their sum: what the folder takes,
+    headers, JSON and the raw-row encoder included)."""
     path = Path(path)
-    files = {f.name: f.stat().st_size for f in sorted(path.iterdir()) if f.is_file()}
+    files = {f.relative_to(path).as_posix(): f.stat().st_size for f in sorted(path.rglob("*")) if f.is_file()}
     return {
         "tensor_bytes": tensor_file_bytes(path / "model.safetensors"),
         "files": files,
@@ -123,7 +124,12 @@ def check_destination(path: str | Path, overwrite: bool = False) -> Path:
 
 
 def save(
-    path: str | Path, model: CTRModel, extra: dict[str, Any] | None = None, *, overwrite: bool = False
+    path: str | Path,
+    model: CTRModel,
+    extra: dict[str, Any] | None = None,
+    *,
+    overwrite: bool = False,
+    encoder: Any = None,
 ) -> Path:
     """Write ``model`` to folder ``path`` (created; files replaced atomically one by one).
 
@@ -132,6 +138,10 @@ def save(
         model: the (possibly compressed) model.
         extra: JSON-able data stored under ``manifest["extra"]``.
         overwrite: replace an existing artifact (or write into a non-empty folder).
+        encoder: what lets the artifact encode raw rows (``ctrzip predict``, ``ctrzip serve``):
+            the encoded dataset the model was trained on (its folder or ``EncodedDataset``), or
+            an artifact folder carrying one. None: the encoder of the artifact the model was
+            loaded from, if any; otherwise the artifact scores encoded batches only.
 
     The manifest's ``storage`` gives ``tensor_bytes`` (the model's stored size, as
     ``ctrzip.compression.sizes.size_report`` counts it) and ``safetensors_file_bytes`` (that
@@ -140,17 +150,22 @@ def save(
     Raises:
         ArtifactError: ``path`` already holds an artifact or other files and not ``overwrite``;
             the folder cannot be written (disk full, permission denied), naming it; a module
-            reads a module that is not in the model.
+            reads a module that is not in the model; ``encoder`` has no encoder files or its
+            fields differ from the model's schema.
     """
     path = check_destination(path, overwrite)
+    source = encoder_files.source_dir(encoder, model)
+    sums = getattr(model, "encoder_sums", None) if encoder is None else None
+    # read before writing anything: the source may be this very folder (--overwrite)
+    files = encoder_files.read_encoder(source, model.schema, sums) if source is not None else None
     try:
-        return _save(path, model, extra)
+        return _save(path, model, extra, files)
     except OSError as err:
         where = err.filename or path
         raise ArtifactError(f"{where}: cannot write the artifact ({err.strerror or err})") from err
 
 
-def _save(path: Path, model: CTRModel, extra: dict[str, Any] | None) -> Path:
+def _save(path: Path, model: CTRModel, extra: dict[str, Any] | None, files: dict[str, bytes] | None) -> Path:
     try:  # a module reading a table that is gone would save without the tensors it needs
         relink_all(model)
     except (TypeError, ValueError) as err:
@@ -185,6 +200,7 @@ def _save(path: Path, model: CTRModel, extra: dict[str, Any] | None) -> Path:
     _atomic_write(path / "manifest.json", json.dumps(manifest, indent=2).encode())
     _atomic_write(path / "schema.json", json.dumps(model.schema.to_dict(), indent=2).encode())
     sums = {name: _sha256(path / name) for name in _FILES}
+    sums.update(encoder_files.write_encoder(path, files))
     _atomic_write(path / "checksums.json", json.dumps(sums, indent=2).encode())
     return path
 
@@ -219,19 +235,22 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return _read_json(path / "manifest.json")
 
 
-def verify(path: str | Path) -> None:
-    """Check every file against checksums.json; raise ``ArtifactError`` naming the bad file."""
+def verify(path: str | Path) -> dict[str, Any]:
+    """Check every file against checksums.json (returned); raise ``ArtifactError`` naming the bad
+    file, or an encoder file that checksums.json does not list."""
     path = Path(path)
     sums_file = path / "checksums.json"
     if not sums_file.exists():
         raise ArtifactError(f"{path}: no checksums.json; refusing to load an unverified artifact")
     sums = _read_json(sums_file)
-    for name in _FILES:
+    for name in (*_FILES, *encoder_files.checked_entries(sums_file, sums, _FILES)):
         f = path / name
         if not f.exists():
             raise ArtifactError(f"{f}: missing")
         if _sha256(f) != sums.get(name):
             raise ArtifactError(f"{f}: checksum mismatch (file changed or corrupt); refusing to load")
+    encoder_files.check_unlisted(path, sums)
+    return sums
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> CTRModel:
@@ -250,7 +269,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> CTRModel:
         raise ArtifactError(f"{path}: not a ctrzip artifact (no such folder)")
     if not (path / "manifest.json").is_file():
         raise ArtifactError(f"{path}: not a ctrzip artifact (no manifest.json)")
-    verify(path)
+    sums = verify(path)
     mf = path / "manifest.json"
     manifest = read_manifest(path)
     if manifest.get("format_version") != FORMAT_VERSION:
@@ -292,4 +311,6 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> CTRModel:
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise ArtifactError(f"{mf}: modules do not link up ({type(err).__name__}: {err})") from None
     model.compression_log = manifest.get("compression_log", [])
+    # plain Python state, as compression_log: a later save() carries the encoder along
+    model.encoder_source, model.encoder_sums = encoder_files.loaded_source(path, sums)
     return model.to(device).eval()
