@@ -16,8 +16,8 @@ from ctrzip.compression.lowrank.feature_mimicking import LowRankConfig
 from ctrzip.compression.lowrank.fold import FoldedLinear
 from ctrzip.compression.lowrank.svd import SVDConfig
 from ctrzip.compression.lowrank.tt import TTConfig
-from ctrzip.compression.mec.method import MECConfig, PQConfig
 from ctrzip.compression.mec.fields import pq_field_bytes
+from ctrzip.compression.mec.method import MECConfig, PQConfig
 from ctrzip.compression.shrink import (
     fold_delta_bytes,
     lowrank_linear_bytes,
@@ -327,8 +327,8 @@ def test_variance_rank_refusal_of_a_listed_layer_changes_nothing(data) -> None: 
 
 
 def test_mec_fields_take_globs_like_the_other_methods(data) -> None:  # type: ignore[no-untyped-def]
-    from ctrzip.compression.mec.method import MECConfig
     from ctrzip.compression.mec.fields import field_decisions
+    from ctrzip.compression.mec.method import MECConfig
 
     model = make_model("deepfm")
     cfg = MECConfig(num_subspaces=2, codebook_size=4, fields=("it*", "us?r"))

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from ctrzip.compression import compress
-from ctrzip.compression.mec.method import VARIANTS, MECConfig, PQConfig
 from ctrzip.compression.mec.fields import select_fields
+from ctrzip.compression.mec.method import VARIANTS, MECConfig, PQConfig
 from ctrzip.compression.mec.stage1 import CodeLearningConfig, _Coder, _replace_dead, fit_codes
 from ctrzip.compression.mec.stage2 import StageTwoConfig
 from ctrzip.compression.sizes import byte_breakdown as model_bytes
