@@ -89,6 +89,7 @@ def test_record_contents_against_independent_counts(bench_data: Path, tmp_path: 
     assert r["settings"][0]["config"]["device"] == "cpu"
     assert r["samples_per_s"] > 0 and r["timing_batch"] == 256  # test split smaller than 10k
     assert r["speed_vs_dense"] > 0 and recs["dense"]["speed_vs_dense"] == 1.0
+    assert r["lookup_s_per_batch"] > 0 and r["dense_lookup_s_per_batch"] > 0
     assert r["machine"]["cores"] and r["torch"] == torch.__version__ and r["git"]
     assert "projected_bytes" not in r  # the tiny fields are neither Criteo's nor Avazu's
 

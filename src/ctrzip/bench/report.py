@@ -184,7 +184,7 @@ def plots(rows: list[dict[str, Any]]) -> list[Plot]:
 COLUMNS = (
     "data", "model", "suite", "method", "seeds", "MB", "x smaller", "projected x smaller",
     "test AUC (mean ± sd)", "Δ test AUC vs dense (mean ± sd)", "Wilcoxon p", "Δ test logloss (mean ± sd)",
-    "samples/s", "speed vs dense", "method s",
+    "samples/s", "speed vs dense", "lookup ms/batch", "method s",
 )  # fmt: skip
 
 
@@ -201,7 +201,9 @@ def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
                 _fmt(r["ratio"], ".2f") + "x", proj, _pm(r["test_auc"], r["test_auc_sd"], ".4f"),
                 _pm(r["delta_test_auc"], r["delta_test_auc_sd"]), _fmt(r["p"], ".3f"),
                 _pm(r["delta_test_logloss"], r["delta_test_logloss_sd"]), _fmt(r["samples_per_s"], ",.0f"),
-                _fmt(r["speed_vs_dense"], ".2f"), _fmt(r["method_seconds"], ".1f"),
+                _fmt(r["speed_vs_dense"], ".2f"),
+                _fmt(None if r["lookup_s_per_batch"] is None else r["lookup_s_per_batch"] * 1e3, ".2f"),
+                _fmt(r["method_seconds"], ".1f"),
             ]
         )  # fmt: skip
     return out

@@ -79,31 +79,55 @@ def metrics(model: Any, data: EncodedDataset, device: str) -> dict[str, float]:
     return out
 
 
+class _Lookup(torch.nn.Module):
+    """The model's embedding lookup alone (``model.embedding(batch)``), to time it."""
+
+    def __init__(self, embedding: torch.nn.Module) -> None:
+        super().__init__()
+        self.embedding = embedding
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        return self.embedding(batch)
+
+
 def throughput(model: Any, dense: Any, data: EncodedDataset, timing: TimingSection) -> dict[str, Any]:
     """CPU samples/s of ``model`` and ``dense`` at ``timing.batch_size`` rows (the test split's
-    first batch), interleaved over ``timing.rounds`` (spec/PROTOCOL.md 5); medians and the
-    median of the per-round ratios. Both models are left on the CPU, in eval mode."""
+    first batch), interleaved over ``timing.rounds`` (spec/PROTOCOL.md 5): medians and the
+    median of the per-round ratios; the same for the embedding lookup alone (seconds per
+    batch). Both models are left on the CPU, in eval mode."""
     from ctrzip.bench.timing import time_forward
     from ctrzip.data.loader import BatchLoader
+    from ctrzip.nn.embedding.field import FieldEmbedding
 
     if timing.rounds == 0:
         return {}
     batch = next(iter(BatchLoader(data["test"], batch_size=timing.batch_size)))
     kw = {"warmup": 1, "repeats": 2, "threads": timing.threads, "device": "cpu"}
-    ours, base, ratio = [], [], []
+    same = model is dense
+    lookups = all(isinstance(getattr(m, "embedding", None), FieldEmbedding) for m in (model, dense))
+    got: dict[str, list[float]] = {k: [] for k in ("ours", "base", "ratio", "look", "look_base")}
     for _ in range(timing.rounds):
         a = time_forward(model, [batch], **kw)["samples_per_s"]
-        b = a if model is dense else time_forward(dense, [batch], **kw)["samples_per_s"]
-        ours.append(a)
-        base.append(b)
-        ratio.append(a / b)
-    return {
-        "samples_per_s": statistics.median(ours),
-        "dense_samples_per_s": statistics.median(base),
-        "speed_vs_dense": statistics.median(ratio),
+        b = a if same else time_forward(dense, [batch], **kw)["samples_per_s"]
+        got["ours"].append(a)
+        got["base"].append(b)
+        got["ratio"].append(a / b)
+        if lookups:
+            la = time_forward(_Lookup(model.embedding), [batch], **kw)["median_s"]
+            lb = la if same else time_forward(_Lookup(dense.embedding), [batch], **kw)["median_s"]
+            got["look"].append(la)
+            got["look_base"].append(lb)
+    out = {
+        "samples_per_s": statistics.median(got["ours"]),
+        "dense_samples_per_s": statistics.median(got["base"]),
+        "speed_vs_dense": statistics.median(got["ratio"]),
         "timing_batch": len(batch),
         "timing_threads": timing.threads,
     }
+    if lookups:
+        out["lookup_s_per_batch"] = statistics.median(got["look"])
+        out["dense_lookup_s_per_batch"] = statistics.median(got["look_base"])
+    return out
 
 
 def apply_finetune(model: Any, cfg: FinetuneStep, data: EncodedDataset) -> None:

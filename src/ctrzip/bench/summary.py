@@ -95,7 +95,8 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     Each row: ``seeds``, means of ``bytes``, ``projected_bytes`` (None if not projected),
     ``ratio``, ``projected_ratio``; ``test_auc``/``test_auc_sd``; paired deltas
     ``delta_test_auc`` (+ ``_sd``, ``p``: Wilcoxon over seeds), ``delta_test_logloss`` (+ ``_sd``);
-    medians of ``samples_per_s`` and ``speed_vs_dense``; mean ``method_seconds``.
+    medians of ``samples_per_s``, ``speed_vs_dense`` and ``lookup_s_per_batch``; mean
+    ``method_seconds``.
     """
     groups: dict[Key, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
@@ -113,7 +114,7 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row[k], row[f"{k}_sd"] = _mean_sd([r.get(k) for r in rs])
         deltas = [r["delta_test_auc"] for r in rs if r.get("delta_test_auc") is not None]
         row["p"] = None if method == "dense" else wilcoxon_p(deltas)
-        for k in ("samples_per_s", "dense_samples_per_s", "speed_vs_dense"):
+        for k in ("samples_per_s", "dense_samples_per_s", "speed_vs_dense", "lookup_s_per_batch"):
             xs = [r[k] for r in rs if r.get(k) is not None]
             row[k] = statistics.median(xs) if xs else None
         rows.append(row)
