@@ -159,8 +159,9 @@ class DenseModel:
     projected: dict[str, Any]
 
 
-def _dense_dir(out: Path, model: str, seed: int, suite: Suite) -> Path:
-    return out / "dense" / f"{model}-s{seed}-{suite.dense_key()}"
+def _dense_dir(out: Path, tag: str, model: str, seed: int, suite: Suite) -> Path:
+    """Cache folder of a dense model: data label, model, seed and the dense settings' hash."""
+    return out / "dense" / f"{tag}-{model}-s{seed}-{suite.dense_key()}"
 
 
 def train_dense(
@@ -187,7 +188,7 @@ def train_dense(
 
 
 def dense_model(
-    out: Path, name: str, seed: int, suite: Suite, data: EncodedDataset, device: str, vocab: Any
+    out: Path, tag: str, name: str, seed: int, suite: Suite, data: EncodedDataset, device: str, vocab: Any
 ) -> DenseModel:
     """The cached dense model of (model, seed, dense settings), trained and saved if absent.
     The artifact is written to a temporary folder and renamed, so a killed run leaves none
@@ -195,7 +196,7 @@ def dense_model(
     from ctrzip.export import load, save
     from ctrzip.export.artifact import read_manifest
 
-    path = _dense_dir(out, name, seed, suite)
+    path = _dense_dir(out, tag, name, seed, suite)
     if (path / "manifest.json").exists():
         model = load(path).eval()
         extra = read_manifest(path).get("extra") or {}
@@ -205,6 +206,7 @@ def dense_model(
         epochs = suite.dense.epochs
         tmp = path.with_name(path.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(path, ignore_errors=True)  # a folder without a manifest: not a finished save
         save(tmp, model.cpu(), extra={"train_seconds": train_s, "epochs": epochs, "seed": seed})
         tmp.rename(path)
     model = model.cpu().eval()
@@ -385,7 +387,7 @@ def run_bench(
             continue
         dk = (name, seed, suite.dense_key())
         if dk not in denses:
-            denses = {dk: dense_model(out, name, seed, suite, data, device, vocab)}  # one at a time
+            denses = {dk: dense_model(out, tag, name, seed, suite, data, device, vocab)}  # one at a time
         dense = denses[dk]
         base = {"data": tag, "model": name, "suite": key[2], "seed": seed, "settings_hash": key[5]}
         base["dense_settings"] = dataclasses.asdict(suite.dense)
