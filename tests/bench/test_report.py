@@ -159,3 +159,18 @@ def test_report_errors_name_the_path(tmp_path: Path) -> None:
     empty.write_text("")
     res = runner.invoke(app, ["report", str(empty)])
     assert res.exit_code == 2 and "no measured cell to report" in res.output
+
+
+def test_dense_reference_found_by_role(tmp_path: Path) -> None:
+    """A dense row under another label (the demo's "DeepFM (dense)") is still the reference."""
+    raw = _records(BENCH)
+    for r in raw:
+        if r["method"] == "dense":
+            r.update(method="DeepFM (dense)", role="dense")
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in raw))
+    rows = summarize(load(path)[0])
+    dense = [r for r in rows if r["suite"] == "dense"]
+    assert sorted(r["model"] for r in dense) == ["deepfm", "pnn"]
+    assert all(r["method"] == "DeepFM (dense)" and r["p"] is None for r in dense)
+    assert rows[0]["suite"] == "dense"  # listed first in its panel

@@ -53,3 +53,8 @@ def git_sha() -> str:
         return out.stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def provenance() -> dict[str, Any]:
+    """``{"machine", "torch", "git"}`` for a result record."""
+    return {"machine": machine(), "torch": torch.__version__, "git": git_sha()}

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ctrzip.bench.summary import load, pareto, summarize
+from ctrzip.bench.summary import is_dense, load, pareto, summarize
 
 VOCAB_NAMES = {"criteo": "Criteo", "criteo_raw": "Criteo (raw)", "avazu": "Avazu"}
 
@@ -57,8 +57,10 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def _label(r: dict[str, Any]) -> str:
-    return r["method"] if r["suite"] in ("", "dense") else f"{r['suite']}: {r['method']}"
+def _label(r: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """The method's label, prefixed by its suite where the panel holds several suites."""
+    suites = {x["suite"] for x in rows if not is_dense(x)}
+    return r["method"] if is_dense(r) or len(suites) < 2 else f"{r['suite']}: {r['method']}"
 
 
 def frontier_plot(rows: list[dict[str, Any]], x: str, xlabel: str, title: str) -> bytes:
@@ -71,19 +73,19 @@ def frontier_plot(rows: list[dict[str, Any]], x: str, xlabel: str, title: str) -
 
     # plotted in MB (2^20 bytes)
     pts = [{**r, x: r[x] / 2**20} for r in rows if r.get(x) is not None]
-    dense = next((r for r in pts if r["method"] == "dense"), None)
-    others = [r for r in pts if r["method"] != "dense"]
+    dense = next((r for r in pts if is_dense(r)), None)
+    others = [r for r in pts if not is_dense(r)]
     fig, ax = plt.subplots(figsize=(9.5, 5.0))
     cmap = plt.get_cmap("tab20")
     markers = "osD^v<>Ph*Xd"
     for i, r in enumerate(others):
         ax.errorbar(
             r[x], r["test_auc"], yerr=r["test_auc_sd"] or 0.0, fmt=markers[i % len(markers)],
-            color=cmap(i % 20), ms=7, capsize=2, label=_label(r),
+            color=cmap(i % 20), ms=7, capsize=2, label=_label(r, pts),
         )  # fmt: skip
     if dense is not None:
         ax.axhline(dense["test_auc"], color="black", lw=1.0, ls="--", label="dense (reference)")
-        ax.plot(dense[x], dense["test_auc"], "k*", ms=13, label=f"dense {dense[x]:.3f} MB")
+        ax.plot(dense[x], dense["test_auc"], "k*", ms=13, label=f"{dense['method']} {dense[x]:.3f} MB")
     front = pareto(pts, x)
     if front:
         ax.plot(
@@ -91,10 +93,13 @@ def frontier_plot(rows: list[dict[str, Any]], x: str, xlabel: str, title: str) -
             marker="o", ms=15, mfc="none", mec="red", label="Pareto front",
         )  # fmt: skip
     ax.set_xscale("log")
-    from matplotlib.ticker import LogFormatter, ScalarFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, ScalarFormatter
 
-    ax.xaxis.set_major_formatter(LogFormatter(labelOnlyBase=False))
-    ax.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1.2, 0.5)))
+    mb = FuncFormatter(lambda v, _: f"{v:.3g}")
+    ax.xaxis.set_major_locator(LogLocator(base=10))
+    ax.xaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))
+    ax.xaxis.set_major_formatter(mb)
+    ax.xaxis.set_minor_formatter(mb)
     yfmt = ScalarFormatter(useOffset=False)
     yfmt.set_scientific(False)
     ax.yaxis.set_major_formatter(yfmt)
@@ -118,15 +123,15 @@ def throughput_plot(rows: list[dict[str, Any]], title: str) -> bytes:
     rs = [r for r in rows if r.get("speed_vs_dense") is not None]
     fig, ax = plt.subplots(figsize=(9.5, 0.8 + 0.32 * max(len(rs), 1)))
     ys = list(range(len(rs)))
-    ax.barh(
-        ys, [r["speed_vs_dense"] for r in rs], color=["black" if r["method"] == "dense" else "C0" for r in rs]
-    )
+    ax.barh(ys, [r["speed_vs_dense"] for r in rs], color=["black" if is_dense(r) else "C0" for r in rs])
     for y, r in zip(ys, rs, strict=True):
         note = f" {r['speed_vs_dense']:.2f}x"
-        if r.get("samples_per_s") is not None:
+        if r.get("samples_per_s") is not None and not is_dense(r):
+            note += f" ({r['samples_per_s']:,.0f} vs dense {r['dense_samples_per_s']:,.0f} samples/s)"
+        elif r.get("samples_per_s") is not None:
             note += f" ({r['samples_per_s']:,.0f} samples/s)"
         ax.text(r["speed_vs_dense"], y, note, va="center", fontsize=8)
-    ax.set_yticks(ys, [_label(r) for r in rs], fontsize=8)
+    ax.set_yticks(ys, [_label(r, rs) for r in rs], fontsize=8)
     ax.invert_yaxis()
     ax.axvline(1.0, color="black", lw=0.8, ls="--")
     ax.set_xlim(0, max([r["speed_vs_dense"] for r in rs] + [1.0]) * 1.45)
@@ -240,7 +245,8 @@ CSS = (
     "body{font-family:system-ui,sans-serif;margin:2em;color:#222}"
     "table{border-collapse:collapse;font-size:13px;margin:1em 0}"
     "th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}"
-    "th{background:#f2f2f2}td:nth-child(-n+4){text-align:left}"
+    "th{background:#f2f2f2}td:nth-child(-n+4),th:nth-child(-n+4){text-align:left}"
+    "#refused td,#refused th{text-align:left}"
     "figure{margin:1.5em 0}img{max-width:100%}figcaption{font-size:13px;color:#555}"
 )
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ctrzip.bench.provenance import git_sha, machine
+from ctrzip.bench.provenance import provenance
 from ctrzip.bench.records import append_record, read_records, repair
 from ctrzip.bench.suite import Cell, DenseSection, FinetuneStep, Suite, TimingSection, build_config, cell_hash
 from ctrzip.config import ConfigError, to_dict
@@ -263,7 +263,8 @@ def cell_record(
     met = metrics(model, data, device) if model is not dense.model else dict(dense.metrics)
     sizes = size_fields(model)
     proj = projected_bytes(model, vocab)
-    rec: dict[str, Any] = {"method": label, **met}
+    role = "dense" if model is dense.model else "cell"  # the dense model is the reference
+    rec: dict[str, Any] = {"method": label, "role": role, **met}
     for k, v in met.items():
         rec[f"dense_{k}"] = dense.metrics[k]
         rec[f"delta_{k}"] = v - dense.metrics[k]
@@ -354,7 +355,7 @@ def run_bench(
     done = {cell_key(r) for r in read_records(path) if "settings_hash" in r}
     tag = tag or data_tag(data_dir)
     vocab = projection_vocab(data)
-    meta = {"machine": machine(), "torch": torch.__version__, "git": git_sha()}
+    meta = provenance()
     todo = []
     for name in models:
         for seed in seeds:

@@ -59,7 +59,7 @@ def normalize(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list
         else:
             out.append(r)
     # logloss deltas where the source did not record them (bench_budget): against its dense row
-    dense = {(r["data"], r["model"], r["seed"]): r for r in out if r["method"] == "dense"}
+    dense = {(r["data"], r["model"], r["seed"]): r for r in out if is_dense(r)}
     for r in out:
         d = dense.get((r["data"], r["model"], r["seed"]))
         if "delta_test_logloss" not in r and d is not None and "test_logloss" in r:
@@ -70,6 +70,11 @@ def normalize(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list
 def load(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Read and normalize a result file or folder (see :func:`results_file`)."""
     return normalize(read_records(results_file(path)))
+
+
+def is_dense(r: dict[str, Any]) -> bool:
+    """Whether a record or row is the dense reference (``role`` or the label ``dense``)."""
+    return r.get("role") == "dense" or r["method"] == "dense"
 
 
 def wilcoxon_p(deltas: list[float]) -> float | None:
@@ -100,11 +105,12 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """
     groups: dict[Key, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
-        suite = "dense" if r["method"] == "dense" else r.get("suite", "")
+        suite = "dense" if is_dense(r) else r.get("suite", "")
         groups[(r["data"], r["model"], suite, r["method"])].append(r)
     rows = []
     for (data, model, suite, method), rs in groups.items():
         row: dict[str, Any] = {"data": data, "model": model, "suite": suite, "method": method}
+        row["role"] = "dense" if suite == "dense" else "cell"
         row["seeds"] = len(rs)
         for k in ("bytes", "projected_bytes", "ratio", "projected_ratio", "method_seconds"):
             row[k] = _mean_sd([r.get(k) for r in rs])[0]
@@ -113,12 +119,12 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for k in ("delta_test_auc", "delta_test_logloss", "delta_valid_auc"):
             row[k], row[f"{k}_sd"] = _mean_sd([r.get(k) for r in rs])
         deltas = [r["delta_test_auc"] for r in rs if r.get("delta_test_auc") is not None]
-        row["p"] = None if method == "dense" else wilcoxon_p(deltas)
+        row["p"] = None if suite == "dense" else wilcoxon_p(deltas)
         for k in ("samples_per_s", "dense_samples_per_s", "speed_vs_dense", "lookup_s_per_batch"):
             xs = [r[k] for r in rs if r.get(k) is not None]
             row[k] = statistics.median(xs) if xs else None
         rows.append(row)
-    rows.sort(key=lambda r: (r["data"], r["model"], r["method"] != "dense", r["suite"], r["bytes"] or 0))
+    rows.sort(key=lambda r: (r["data"], r["model"], not is_dense(r), r["suite"], r["bytes"] or 0))
     return rows
 
 

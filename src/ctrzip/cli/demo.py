@@ -64,6 +64,7 @@ def demo_cmd(
     run's results (one ``ctrzip bench`` record per row) and its report (``ctrzip report``) are
     written to ``--report-dir``, replacing an earlier demo's.
     """
+    from ctrzip.bench.provenance import provenance
     from ctrzip.bench.records import append_record
     from ctrzip.bench.report import write_report
     from ctrzip.bench.runner import (
@@ -118,6 +119,7 @@ def demo_cmd(
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
     results.unlink(missing_ok=True)  # this run's rows only
+    meta = provenance()
     timing = TimingSection(rounds=1)  # one interleaved round: the demo keeps its time budget
     table, notes = [], []
     for label, m, seconds in measured:
@@ -132,9 +134,8 @@ def demo_cmd(
             vocab=vocab,
             seconds=seconds,
         )
-        append_record(
-            results, {"data": "demo criteo-like", "model": "deepfm", "suite": "demo", "seed": seed, **rec}
-        )
+        where = {"data": "demo criteo-like", "model": "deepfm", "suite": "demo", "seed": seed}
+        append_record(results, {**where, **rec, **meta})
         table.append(_row(rec))
         if "projection_error" in rec:
             notes.append(f"{label}: no Criteo projection ({rec['projection_error']})")
