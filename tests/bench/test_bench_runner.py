@@ -172,3 +172,24 @@ def test_cli_errors_are_one_line(bench_data: Path, tmp_path: Path) -> None:
         assert res.exit_code == 2 and "error:" in res.output, res.output
         assert expected in res.output.replace("\n", " "), res.output
     assert Counter(p.name for p in tmp_path.iterdir())["o"] == 0  # nothing written before the checks
+
+
+def test_same_cell_in_two_suites_is_measured_once(
+    bench_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = load_suite(write_suite(tmp_path / "a.yaml"))
+    b = load_suite(write_suite(tmp_path / "b.yaml"))
+    calls: list[str] = []
+    real = bench_runner.run_cell
+    monkeypatch.setattr(
+        bench_runner, "run_cell", lambda *x, **k: (calls.append(x[1].label), real(*x, **k))[1]
+    )
+    out = tmp_path / "out"
+    run_bench([a, b], bench_data, ["deepfm"], [0], out, device="cpu", say=lambda _: None)
+    assert sorted(calls) == sorted(c.label for c in a.cells)  # b's equal cells were not rerun
+    recs = read_records(out / "results.jsonl")
+    assert len({cell_key(r) for r in recs}) == len(recs) == 1 + 2 * len(a.cells)
+    by = {(r["suite"], r["method"]): r for r in recs}
+    for c in a.cells:
+        copy = by[("b", c.label)]
+        assert copy["copied_from_suite"] == "a" and copy["test_auc"] == by[("a", c.label)]["test_auc"]
