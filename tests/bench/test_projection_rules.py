@@ -35,7 +35,9 @@ def test_every_table_type_has_a_projection_rule() -> None:
     missing = [
         c.__name__
         for c in _subclasses(EmbeddingTable)
-        if c not in RULES_IN_PROJECTION and not callable(getattr(c, "bytes_at", None))
+        if c.__module__.startswith("ctrzip.")  # not the tables other tests define
+        and c not in RULES_IN_PROJECTION
+        and not callable(getattr(c, "bytes_at", None))
     ]
     assert missing == []
 
