@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,12 @@ def frontier_plot(rows: list[dict[str, Any]], x: str, xlabel: str, title: str) -
     ax.set_xscale("log")
     from matplotlib.ticker import FuncFormatter, LogLocator, ScalarFormatter
 
-    mb = FuncFormatter(lambda v, _: f"{v:.3g}")
+    # enough significant digits that ticks over a narrow range stay distinct
+    lo, hi = min(r[x] for r in pts), max(r[x] for r in pts)
+    digits = 3
+    if hi > lo:
+        digits = max(3, math.ceil(math.log10(hi / (hi - lo))) + 2)
+    mb = FuncFormatter(lambda v, _: f"{v:.{digits}g}")
     ax.xaxis.set_major_locator(LogLocator(base=10))
     ax.xaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))
     ax.xaxis.set_major_formatter(mb)
