@@ -147,6 +147,10 @@ BAD = [
         "cells[1].label 'a' is used twice",
     ),
     ("description: x\ncells: []\n", "cells is empty"),
+    (
+        "description: x\ncells: [{label: a, control: b, steps: [{method: int8}]}]\n",
+        "cells[0].control 'b' is not another cell of this suite",
+    ),
 ]
 
 

@@ -174,3 +174,43 @@ def test_dense_reference_found_by_role(tmp_path: Path) -> None:
     assert sorted(r["model"] for r in dense) == ["deepfm", "pnn"]
     assert all(r["method"] == "DeepFM (dense)" and r["p"] is None for r in dense)
     assert rows[0]["suite"] == "dense"  # listed first in its panel
+
+
+def test_deltas_against_the_named_control_cell(tmp_path: Path) -> None:
+    """Cells naming a control are paired with it seed by seed (mean, sd, Wilcoxon p)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    recs = []
+    for seed in range(4):
+        dense = 0.75 + rng.normal(0, 0.001)
+        control = dense + rng.normal(0, 0.001)
+        method = control + rng.normal(-0.0005, 0.0005)
+        for label, auc, extra in (
+            ("dense", dense, {}),
+            ("ft (control)", control, {}),
+            ("m", method, {"control": "ft (control)"}),
+        ):
+            recs.append(
+                {"data": "d", "model": "deepfm", "suite": "s", "method": label, "seed": seed, "test_auc": auc}
+                | {"bytes": 100, "delta_test_auc": auc - dense, "method_seconds": 1.0}
+                | extra
+            )
+    rows = {r["method"]: r for r in summarize(recs)}
+    m = [r["test_auc"] for r in recs if r["method"] == "m"]
+    c = [r["test_auc"] for r in recs if r["method"] == "ft (control)"]
+    diff = np.array(m) - np.array(c)
+    assert rows["m"]["control"] == "ft (control)"
+    assert rows["m"]["delta_vs_control"] == pytest.approx(diff.mean())
+    assert rows["m"]["delta_vs_control_sd"] == pytest.approx(diff.std(ddof=1))
+    assert rows["m"]["p_vs_control"] == pytest.approx(wilcoxon(diff).pvalue)
+    assert rows["ft (control)"]["delta_vs_control"] is None
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    write_report(path, tmp_path)
+    cells = _parse(tmp_path / "report.html").tables["cells"]
+    col = cells[0].index("Δ test AUC vs control (mean ± sd; p)")
+    by = {row[3]: row[col] for row in cells[1:]}
+    assert by["m"].startswith(f"{diff.mean():+.4f} ± {diff.std(ddof=1):.4f}; p ") and by["m"].endswith(
+        "vs ft (control)"
+    )

@@ -194,9 +194,17 @@ def plots(rows: list[dict[str, Any]]) -> list[Plot]:
 
 COLUMNS = (
     "data", "model", "suite", "method", "seeds", "MB", "x smaller", "projected x smaller",
-    "test AUC (mean ± sd)", "Δ test AUC vs dense (mean ± sd)", "Wilcoxon p", "Δ test logloss (mean ± sd)",
+    "test AUC (mean ± sd)", "Δ test AUC vs dense (mean ± sd)", "Wilcoxon p",
+    "Δ test AUC vs control (mean ± sd; p)", "Δ test logloss (mean ± sd)",
     "samples/s", "speed vs dense", "lookup ms/batch", "method s",
 )  # fmt: skip
+
+
+def _vs_control(r: dict[str, Any]) -> str:
+    if r["delta_vs_control"] is None:
+        return "-"
+    p = "" if r["p_vs_control"] is None else f"; p {r['p_vs_control']:.3f}"
+    return f"{r['delta_vs_control']:+.4f} ± {r['delta_vs_control_sd']:.4f}{p} vs {r['control']}"
 
 
 def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
@@ -210,7 +218,7 @@ def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
             [
                 r["data"], r["model"], r["suite"], r["method"], str(r["seeds"]), _mb(r["bytes"]),
                 _fmt(r["ratio"], ".2f") + "x", proj, _pm(r["test_auc"], r["test_auc_sd"], ".4f"),
-                _pm(r["delta_test_auc"], r["delta_test_auc_sd"]), _fmt(r["p"], ".3f"),
+                _pm(r["delta_test_auc"], r["delta_test_auc_sd"]), _fmt(r["p"], ".3f"), _vs_control(r),
                 _pm(r["delta_test_logloss"], r["delta_test_logloss_sd"]), _fmt(r["samples_per_s"], ",.0f"),
                 _fmt(r["speed_vs_dense"], ".2f"),
                 _fmt(None if r["lookup_s_per_batch"] is None else r["lookup_s_per_batch"] * 1e3, ".2f"),
@@ -240,8 +248,8 @@ def _html_table(tid: str, head: tuple[str, ...] | list[str], body: list[list[str
 
 INTRO = (
     "Each cell applies a method to a copy of the dense model trained for that seed; deltas are "
-    "paired with that dense model (spec/PROTOCOL.md 1: fine-tuning cells are compared with the "
-    "dense control fine-tuned the same way, a row of its own). Sizes are the stored tensors "
+    "paired with that dense model and, for fine-tuning cells, with the dense model fine-tuned "
+    "the same way (their control, spec/PROTOCOL.md 1). Sizes are the stored tensors "
     "(MB = 2^20 bytes). The projected size keeps each table's layout at the real vocabulary "
     "(the AUC is the one measured here). Throughput is relative to the dense model timed in the "
     "same run (interleaved rounds, fixed threads)."

@@ -401,6 +401,8 @@ def run_bench(
         dense = denses[dk]
         base = {"data": tag, "model": name, "suite": key[2], "seed": seed, "settings_hash": key[5]}
         base["dense_settings"] = dataclasses.asdict(suite.dense)
+        if cell is not None and cell.control is not None:
+            base["control"] = cell.control
         try:
             if cell is None:
                 model, seconds, configs = dense.model, 0.0, []

@@ -14,6 +14,11 @@ The shipped suites live in ``ctrzip/configs/bench/<name>.yaml`` (package data). 
         steps:
           - method: budget
             whole_model_ratio: 8        # sets mb = dense model bytes / 8 / 2^20
+      - label: lowrank MLP r64
+        control: dense + 1 ep fine-tune # also paired with that cell (same extra training)
+        steps: [{method: lowrank, settings: {rank: 64}}]
+      - label: dense + 1 ep fine-tune
+        steps: [{method: finetune, settings: {epochs: 1, lr: 1.0e-4}}]
 
 Each cell's steps are applied in order to a copy of the trained dense model. ``seed``,
 ``device`` and ``progress`` are filled in for every method config that has them and whose
@@ -97,10 +102,13 @@ class Step:
 
 @dataclass
 class Cell:
-    """A labelled sequence of steps (one method setting of the grid)."""
+    """A labelled sequence of steps (one method setting of the grid). ``control`` names the
+    cell of the same suite this one is also paired with (its same-protocol control, e.g. the
+    dense model fine-tuned as long as this cell's method fine-tunes)."""
 
     label: str
     steps: list[Step]
+    control: str | None = None
 
 
 @dataclass
@@ -202,12 +210,18 @@ def load_suite(name_or_path: str | Path) -> Suite:
     if not suite.cells:
         raise ConfigError(f"{path}: cells is empty; add at least one cell")
     seen: set[str] = set()
+    labels = {c.label for c in suite.cells}
     for i, cell in enumerate(suite.cells):
         if cell.label in seen or cell.label == "dense":
             raise ConfigError(f"{path}: cells[{i}].label {cell.label!r} is used twice (or is 'dense')")
         seen.add(cell.label)
         if not cell.steps:
             raise ConfigError(f"{path}: cells[{i}].steps is empty")
+        if cell.control is not None and (cell.control == cell.label or cell.control not in labels):
+            raise ConfigError(
+                f"{path}: cells[{i}].control {cell.control!r} is not another cell of this suite "
+                f"(cells: {', '.join(sorted(labels))})"
+            )
         for j, step in enumerate(cell.steps):
             placeholder = {"mb": 1.0} if step.whole_model_ratio is not None else {}
             build_config(step, f"{path}: cells[{i}].steps[{j}]", placeholder)

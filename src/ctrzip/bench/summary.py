@@ -100,13 +100,18 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     Each row: ``seeds``, means of ``bytes``, ``projected_bytes`` (None if not projected),
     ``ratio``, ``projected_ratio``; ``test_auc``/``test_auc_sd``; paired deltas
     ``delta_test_auc`` (+ ``_sd``, ``p``: Wilcoxon over seeds), ``delta_test_logloss`` (+ ``_sd``);
-    medians of ``samples_per_s``, ``speed_vs_dense`` and ``lookup_s_per_batch``; mean
+    ``delta_vs_control`` (+ ``_sd``, ``p_vs_control``): paired with the ``control`` cell of
+    the same suite and seed where the record names one (None otherwise); medians of
+    ``samples_per_s``, ``speed_vs_dense`` and ``lookup_s_per_batch``; mean
     ``method_seconds``.
     """
     groups: dict[Key, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         suite = "dense" if is_dense(r) else r.get("suite", "")
         groups[(r["data"], r["model"], suite, r["method"])].append(r)
+    auc = {
+        (r["data"], r["model"], r.get("suite", ""), r["method"], r["seed"]): r["test_auc"] for r in records
+    }
     rows = []
     for (data, model, suite, method), rs in groups.items():
         row: dict[str, Any] = {"data": data, "model": model, "suite": suite, "method": method}
@@ -120,6 +125,15 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row[k], row[f"{k}_sd"] = _mean_sd([r.get(k) for r in rs])
         deltas = [r["delta_test_auc"] for r in rs if r.get("delta_test_auc") is not None]
         row["p"] = None if suite == "dense" else wilcoxon_p(deltas)
+        # paired with the same-protocol control cell where the suite names one
+        row["control"] = next((r["control"] for r in rs if r.get("control")), None)
+        vs = [
+            r["test_auc"] - auc[(data, model, suite, row["control"], r["seed"])]
+            for r in rs
+            if (data, model, suite, row["control"], r["seed"]) in auc
+        ]
+        row["delta_vs_control"], row["delta_vs_control_sd"] = _mean_sd(vs)
+        row["p_vs_control"] = wilcoxon_p(vs)
         for k in ("samples_per_s", "dense_samples_per_s", "speed_vs_dense", "lookup_s_per_batch"):
             xs = [r[k] for r in rs if r.get(k) is not None]
             row[k] = statistics.median(xs) if xs else None
