@@ -391,7 +391,10 @@ def run_bench(
             continue
         twin = same.get((key[0], key[1], key[3], key[4], key[5]))  # key without its suite
         if twin is not None:
-            append_record(path, {**twin, "suite": key[2], "copied_from_suite": twin["suite"]})
+            rec = {k: v for k, v in twin.items() if k != "control"}  # this suite names its own
+            if cell is not None and cell.control is not None:
+                rec["control"] = cell.control
+            append_record(path, {**rec, "suite": key[2], "copied_from_suite": twin["suite"]})
             finished += 1
             say(f"[{finished}/{total}] {name} s{seed} {key[2]}/{key[3]}: as in {twin['suite']}, copied")
             continue
