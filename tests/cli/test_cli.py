@@ -106,6 +106,8 @@ def test_demo_toy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     starts = ("DeepFM (dense)", "DeepFM dense + 1", "DeepFM dense + 2", "DeepFM + mec", "DeepFM + lowrank")
     assert [x[: len(p)] for x, p in zip(labels, starts, strict=False)] == list(starts)
     assert labels[5].startswith("DeepFM + budget(") and len(labels) == 6
+    # MEC and lowrank are paired with the dense model fine-tuned as long (their controls)
+    assert [r.get("control") for r in records] == [None, None, None, labels[1], labels[2], None]
     dense = records[0]
     for r in records:
         assert r["ratio"] == pytest.approx(dense["bytes"] / r["bytes"])

@@ -112,7 +112,7 @@ def demo_cmd(
         size_fields(model),
         projected_bytes(model, vocab),
     )
-    measured = [("DeepFM (dense)", model, 0.0)]
+    measured: list[tuple[str, Any, float, str | None]] = [("DeepFM (dense)", model, 0.0, None)]
     if compress_rows:
         measured += _compressed_rows(model, data, seed, device, progress)
     out = report_dir or cache_dir() / f"demo-report-{rows}-s{seed}"
@@ -122,7 +122,7 @@ def demo_cmd(
     meta = provenance()
     timing = TimingSection(rounds=1)  # one interleaved round: the demo keeps its time budget
     table, notes = [], []
-    for label, m, seconds in measured:
+    for label, m, seconds, control in measured:
         # ctrzip bench's measurement of a cell (one code path measures)
         rec = cell_record(
             label=label,
@@ -135,7 +135,8 @@ def demo_cmd(
             seconds=seconds,
         )
         where = {"data": "demo criteo-like", "model": "deepfm", "suite": "demo", "seed": seed}
-        append_record(results, {**where, **rec, **meta})
+        paired = {"control": control} if control else {}
+        append_record(results, {**where, **rec, **paired, **meta})
         table.append(_row(rec))
         if "projection_error" in rec:
             notes.append(f"{label}: no Criteo projection ({rec['projection_error']})")
@@ -166,7 +167,7 @@ def _row(rec: dict[str, Any]) -> dict[str, Any]:
 
 def _compressed_rows(
     model: Any, data: Any, seed: int, device: str, progress: bool
-) -> list[tuple[str, Any, float]]:
+) -> list[tuple[str, Any, float, str | None]]:
     """Dense controls, MEC, lowrank and budget: ``(label, model, seconds)``, each from a copy
     of the trained model (a method that refuses is named and left out)."""
     import copy
@@ -193,9 +194,8 @@ def _compressed_rows(
         Trainer(TrainConfig(epochs=1, lr=ft_lr, seed=seed + ep, device=device, progress=progress)).fit(
             control, data["train"], data["valid"]
         )
-        rows.append(
-            (f"DeepFM dense + {ep} ep fine-tune (control)", copy.deepcopy(control), time.perf_counter() - t0)
-        )
+        label = f"DeepFM dense + {ep} ep fine-tune (control)"
+        rows.append((label, copy.deepcopy(control), time.perf_counter() - t0, None))
 
     largest = max(f.vocab_size for f in data.schema.sparse_fields)
     # a toy --rows leaves fields of a few hundred ids: a few steps over them are enough
@@ -218,10 +218,11 @@ def _compressed_rows(
     )
     # whole-model compression to a quarter of the bytes, no fine-tune (plug-in)
     budget_cfg = BudgetConfig(mb=base_mb / 4, calib_rows=50_000, seed=seed, device=device)
-    for name, label, cfg in (
-        ("MEC", f"DeepFM + mec(M=4,K={k}) + 1 ep fine-tune", mec_cfg),
-        ("lowrank", "DeepFM + lowrank(mlp 32, emb 16->4) + 2x1 ep fine-tune", lr_cfg),
-        ("budget", f"DeepFM + budget({base_mb / 4:.2f} MB), no fine-tune", budget_cfg),
+    c1, c2 = rows[0][0], rows[1][0]  # the controls of one and of two fine-tune epochs
+    for name, label, cfg, control in (
+        ("MEC", f"DeepFM + mec(M=4,K={k}) + 1 ep fine-tune", mec_cfg, c1),
+        ("lowrank", "DeepFM + lowrank(mlp 32, emb 16->4) + 2x1 ep fine-tune", lr_cfg, c2),
+        ("budget", f"DeepFM + budget({base_mb / 4:.2f} MB), no fine-tune", budget_cfg, None),
     ):
         t0 = time.perf_counter()
         try:
@@ -229,5 +230,5 @@ def _compressed_rows(
         except CompressionError as err:  # e.g. --rows too small for any field to shrink
             console.print(f"no {name} row: {err}")
         else:
-            rows.append((label, done, time.perf_counter() - t0))
+            rows.append((label, done, time.perf_counter() - t0, control))
     return rows
