@@ -68,12 +68,14 @@ def size_fields(model: Any) -> dict[str, Any]:
     return {"bytes": rep["total"]["bytes"], "bytes_by_component": comps, "params": rep["total"]["params"]}
 
 
-def metrics(model: Any, data: EncodedDataset, device: str) -> dict[str, float]:
-    """Valid and test AUC / logloss."""
+def metrics(
+    model: Any, data: EncodedDataset, device: str, splits: Sequence[str] = ("valid", "test")
+) -> dict[str, float]:
+    """``{split}_auc`` and ``{split}_logloss`` of each split."""
     from ctrzip.train.trainer import evaluate
 
     out: dict[str, float] = {}
-    for split in ("valid", "test"):
+    for split in splits:
         m = evaluate(model, data[split], batch_size=EVAL_BATCH, device=device, name=f"{split} split")
         out[f"{split}_auc"], out[f"{split}_logloss"] = m["auc"], m["logloss"]
     return out
@@ -256,11 +258,13 @@ def cell_record(
     timing: TimingSection,
     vocab: Any,
     seconds: float,
+    splits: Sequence[str] = ("valid", "test"),
 ) -> dict[str, Any]:
-    """The measured part of a record: metrics, paired deltas against ``dense``, bytes (and
-    projected bytes), throughput against dense, seconds. Shared by ``ctrzip bench`` and
+    """The measured part of a record: metrics on ``splits``, paired deltas against ``dense``
+    (whose ``metrics`` must hold those splits), bytes (and projected bytes), throughput against
+    dense, seconds. Shared by ``ctrzip bench`` and
     ``ctrzip demo`` (one code path measures)."""
-    met = metrics(model, data, device) if model is not dense.model else dict(dense.metrics)
+    met = metrics(model, data, device, splits) if model is not dense.model else dict(dense.metrics)
     sizes = size_fields(model)
     proj = projected_bytes(model, vocab)
     role = "dense" if model is dense.model else "cell"  # the dense model is the reference

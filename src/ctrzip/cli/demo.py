@@ -70,7 +70,6 @@ def demo_cmd(
     from ctrzip.bench.runner import (
         DenseModel,
         cell_record,
-        metrics,
         projected_bytes,
         projection_vocab,
         size_fields,
@@ -108,7 +107,7 @@ def demo_cmd(
         model,
         train_s,
         epochs,
-        metrics(model, data, device),
+        {"test_auc": result.metrics["test"]["auc"], "test_logloss": result.metrics["test"]["logloss"]},
         size_fields(model),
         projected_bytes(model, vocab),
     )
@@ -133,6 +132,7 @@ def demo_cmd(
             timing=timing,
             vocab=vocab,
             seconds=seconds,
+            splits=["test"],
         )
         where = {"data": "demo criteo-like", "model": "deepfm", "suite": "demo", "seed": seed}
         paired = {"control": control} if control else {}
