@@ -197,3 +197,18 @@ def test_same_cell_in_two_suites_is_measured_once(
     for c in a.cells:
         copy = by[("b", c.label)]
         assert copy["copied_from_suite"] == "a" and copy["test_auc"] == by[("a", c.label)]["test_auc"]
+
+
+@pytest.mark.parametrize("vocab", ["criteo", "avazu", None])
+def test_projection_vocabulary_follows_the_data_fields(vocab: str | None) -> None:
+    from types import SimpleNamespace
+
+    from ctrzip.bench.runner import projection_vocab
+    from ctrzip.compression.mec.projection import FULL_SCALE_VOCAB
+
+    names = list(FULL_SCALE_VOCAB[vocab]) if vocab else ["user", "item"]
+    data = SimpleNamespace(schema=SimpleNamespace(sparse_fields=[SimpleNamespace(name=n) for n in names]))
+    got = projection_vocab(data)  # type: ignore[arg-type]
+    assert (got[0] if got else None) == vocab
+    if vocab:
+        assert got[1] == FULL_SCALE_VOCAB[vocab]
