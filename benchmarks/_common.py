@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -17,41 +15,16 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def machine() -> dict[str, Any]:
     """What ran the benchmark: CPU model, cores, memory, torch version, GPU if any."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gb = None
-    try:
-        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
-        mem_gb = round(mem_kb / 2**20, 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gb": mem_gb,
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-    }
+    from ctrzip.bench.provenance import machine as _machine
+
+    return _machine()
 
 
 def git_sha() -> str:
     """Short commit of the checkout, or ``$CTRZIP_GIT_SHA`` where the tree travels without .git."""
-    if os.environ.get("CTRZIP_GIT_SHA"):
-        return os.environ["CTRZIP_GIT_SHA"]
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    from ctrzip.bench.provenance import git_sha as _git_sha
+
+    return _git_sha()
 
 
 def write_result(name: str, payload: dict[str, Any]) -> Path:

@@ -95,8 +95,27 @@ def test_demo_toy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     res = runner.invoke(app, ["demo", "--rows", "4000", "--epochs", "1", "--no-progress"])
     assert res.exit_code == 0, res.output
     out = res.output.replace("\n", " ")
-    for row in ("DeepFM (dense)", "control", "mec(M=4,K=", "lowrank(mlp 32"):
+    for row in ("DeepFM (dense)", "control", "mec(M=4,K=", "lowrank(mlp", "budget("):
         assert row in out
+    assert "Criteo-" in out and "Criteo-projected: dense bytes" in out  # labelled column and its note
+    # the run's own report, where the demo says it is, with one record per row shown
+    report = tmp_path / "demo-report-4000-s0" / "report.html"
+    assert f"report of this run: {report}" in res.output.replace("\n", "")
+    records = [json.loads(x) for x in (report.parent / "results.jsonl").read_text().splitlines()]
+    labels = [r["method"] for r in records]
+    starts = ("DeepFM (dense)", "DeepFM dense + 1", "DeepFM dense + 2", "DeepFM + mec", "DeepFM + lowrank")
+    assert [x[: len(p)] for x, p in zip(labels, starts, strict=False)] == list(starts)
+    assert labels[5].startswith("DeepFM + budget(") and len(labels) == 6
+    # MEC and lowrank are paired with the dense model fine-tuned as long (their controls)
+    assert [r.get("control") for r in records] == [None, None, None, labels[1], labels[2], None]
+    dense = records[0]
+    for r in records:
+        assert r["ratio"] == pytest.approx(dense["bytes"] / r["bytes"])
+        assert r["projected_vocab"] == "criteo"
+        if "projected_ratio" in r:
+            assert r["projected_ratio"] == pytest.approx(dense["projected_bytes"] / r["projected_bytes"])
+    page = report.read_text()
+    assert page.count('<img src="data:image/png;base64,') == 3 and '<table id="cells">' in page
     res = runner.invoke(app, ["demo", "--rows", "4000", "--epochs", "1", "--no-progress", "--no-compress"])
     assert res.exit_code == 0, res.output
     assert "using cached demo data" in res.output

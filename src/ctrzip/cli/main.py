@@ -81,7 +81,7 @@ def _root(
 
 # Each sub-module exposes ``register(app)`` adding its commands; missing ones are skipped
 # only while they are being built (ImportError of the module itself, never of its deps).
-for _name in ("data", "train", "compress", "demo", "export", "predict", "serve"):
+for _name in ("data", "train", "compress", "demo", "export", "predict", "serve", "bench"):
     try:
         _mod = importlib.import_module(f"ctrzip.cli.{_name}")
     except ModuleNotFoundError as err:

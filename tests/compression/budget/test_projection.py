@@ -65,8 +65,10 @@ def test_missing_field_and_unknown_table_are_refused(data) -> None:  # type: ign
     model = make_model("deepfm")
     with pytest.raises(CompressionError, match=r"no vocabulary size for fields \['cat'"):
         project_bytes(model, {"user": 10, "item": 10, "tags": 10})
-    from ctrzip.nn.embedding.tt import TTTable
 
-    with pytest.raises(CompressionError, match="no byte projection for TTTable"):
-        table_bytes_at(TTTable(40, 8, tt_rank=2), 100)
+    class NoRuleTable(DenseTable):  # a table type without a projection rule
+        pass
+
+    with pytest.raises(CompressionError, match="no byte projection for NoRuleTable"):
+        table_bytes_at(NoRuleTable(40, 8), 100)
     assert table_bytes_at(DenseTable(5, 3), 7) == 7 * 3 * 4

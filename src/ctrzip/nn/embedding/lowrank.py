@@ -151,6 +151,11 @@ class LowRankTable(EmbeddingTable):
     def nbytes(self) -> int:
         return tensor_bytes(self.weight, self.basis, self.bias)
 
+    def bytes_at(self, rows: int) -> int:
+        """Bytes at ``rows`` ids (a code of ``rank`` values per id; basis and bias shared), for
+        projecting a result to a larger vocabulary."""
+        return rows * self.rank * self.weight.element_size() + tensor_bytes(self.basis, self.bias)
+
     def spec(self) -> dict[str, Any]:
         return {
             "num_embeddings": self.num_embeddings,

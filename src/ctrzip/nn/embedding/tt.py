@@ -40,6 +40,13 @@ def tt_dim_factors(embedding_dim: int) -> list[int]:
     return sorted(bins)
 
 
+def tt_ranks(ns: list[int], ds: list[int], tt_rank: int) -> list[int]:
+    """``[1, r1, r2, 1]``: ``tt_rank`` capped where an unfolding is smaller."""
+    r1 = min(tt_rank, ns[0] * ds[0], ns[1] * ds[1] * ns[2] * ds[2])
+    r2 = min(tt_rank, r1 * ns[1] * ds[1], ns[2] * ds[2])
+    return [1, r1, r2, 1]
+
+
 @register_swappable
 class TTTable(EmbeddingTable):
     """Three TT cores ``[R0, n_i, d_i, R1]`` (end ranks 1) replacing a ``V x D`` table.
@@ -76,9 +83,8 @@ class TTTable(EmbeddingTable):
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.tt_rank, self.padding_idx = tt_rank, padding_idx
         self.row_factors, self.dim_factors = ns, ds
-        r1 = min(tt_rank, ns[0] * ds[0], ns[1] * ds[1] * ns[2] * ds[2])
-        r2 = min(tt_rank, r1 * ns[1] * ds[1], ns[2] * ds[2])
-        self.ranks = [1, r1, r2, 1]
+        self.ranks = tt_ranks(ns, ds, tt_rank)
+        r1, r2 = self.ranks[1], self.ranks[2]
         std = (init_std**2 / (r1 * r2)) ** (1 / 6)
         self.cores = nn.ParameterList(
             nn.Parameter(torch.randn(self.ranks[i], ns[i], ds[i], self.ranks[i + 1]) * std) for i in range(3)
@@ -131,6 +137,15 @@ class TTTable(EmbeddingTable):
 
     def nbytes(self) -> int:
         return tensor_bytes(*self.cores)
+
+    def bytes_at(self, rows: int) -> int:
+        """Bytes of the same TT layout (balanced row factors, same dim factors and ``tt_rank``)
+        at ``rows`` ids, for projecting a result to a larger vocabulary. At the table's own
+        ``num_embeddings`` with default row factors this is ``nbytes()``."""
+        ns = tt_row_factors(rows) if rows != self.num_embeddings else self.row_factors
+        r = tt_ranks(ns, self.dim_factors, self.tt_rank)
+        size = self.cores[0].element_size()
+        return size * sum(r[i] * ns[i] * self.dim_factors[i] * r[i + 1] for i in range(3))
 
     def spec(self) -> dict[str, Any]:
         return {
