@@ -6,14 +6,16 @@ Each form below holds the original table (so the graph holds exactly its stored 
 more) and computes the same numbers with plain tensor operators that ONNX has (Gather, integer
 Mul/Add/Div/Mod, Where, MatMul, ReduceSum):
 
-* ``HashedTable`` -> ``PlainHashedTable``: the hash ``((a i + b) mod P) mod B`` is computed
-  in-graph in int64. With ``a, b < P = 2^31 - 1`` and ``0 <= i < V <= 2^31`` the product stays
-  below ``2^62``, so no step overflows and ONNX ``Mul``/``Mod`` (non-negative operands) give the
-  same bucket as PyTorch; no per-id bucket tensor is added to the graph.
-* ``QRTable`` -> ``PlainQRTable``: ``i // c`` and ``i mod c`` in-graph.
+* ``HashedTable`` -> ``PlainHashedTable``: the table's own hash ``((a i + b) mod P) mod B``
+  (``HashedTable.bucket``, plain int64 ops) is computed in-graph. With ``a, b < P = 2^31 - 1``
+  and ``0 <= i < V <= 2^31`` the product stays below ``2^62``, so no step overflows and ONNX
+  ``Mul``/``Mod`` (non-negative operands) give the same bucket as PyTorch; no per-id bucket
+  tensor is added to the graph.
+* ``QRTable`` -> ``PlainQRTable`` (only ``check_ids`` stops the table itself): ``i // c`` and
+  ``i mod c`` in-graph.
 * ``MixedDimTable`` (``bucketize``, ``nonzero``, ``index_copy``) -> ``PlainMixedDimTable``:
-  every block looks up every id clamped into its range and ``torch.where`` keeps the owner's
-  (projected) row.
+  every block looks up (and projects) every id clamped into its range and ``torch.where`` keeps
+  the owner's row: ``K`` lookups per id instead of one.
 * ``DHETable`` (``torch.unique``) -> ``PlainDHETable``: every looked-up id is encoded and
   decoded, without de-duplication (the same products per id).
 * ``PrunedTable`` -> ``PlainPrunedTable``. Element (CSR, ``repeat_interleave`` with data-dependent
@@ -22,8 +24,9 @@ Mul/Add/Div/Mod, Where, MatMul, ReduceSum):
   with ``arange(D)``; the CSR arrays stay as they are (no densified table). Row (``searchsorted``):
   a branchless binary search over the sorted ``kept_ids`` unrolled into ``ceil(log2(R + 1))``
   gather-and-compare steps.
-* ``CCETable`` (two-index advanced indexing) -> ``PlainCCETable``: flat gathers at
-  ``chunk * k + index`` of the ``[c * k, D / c]`` tables; the hash ``g`` as in ``PlainHashedTable``.
+* ``CCETable`` -> ``PlainCCETable`` (only ``check_ids`` stops the table itself): flat gathers at
+  ``chunk * k + index`` of the ``[c * k, D / c]`` tables; the hash ``g`` as in ``PlainHashedTable``
+  (``DHETable``'s encoding too: the same universal hash, in int64).
 
 Ids are clamped into ``[0, V)`` before any arithmetic: an in-range id is unchanged, and a row
 holding an out-of-range id scores NaN anyway (``ProbabilityModel``), so the hash never sees a
@@ -37,8 +40,9 @@ from torch import Tensor, nn
 
 from ctrzip.nn.embedding.base import EmbeddingTable
 from ctrzip.nn.embedding.cce import CCETable
+from ctrzip.nn.embedding.cce import _hash as cce_hash
 from ctrzip.nn.embedding.dhe import DHETable
-from ctrzip.nn.embedding.hashed import PRIME, HashedTable
+from ctrzip.nn.embedding.hashed import HashedTable
 from ctrzip.nn.embedding.mixed_dim import MixedDimTable
 from ctrzip.nn.embedding.pruned import PrunedTable
 from ctrzip.nn.embedding.qr import QRTable
@@ -72,12 +76,6 @@ class _PlainBaseline(EmbeddingTable):
         return self.table.nbytes()  # type: ignore[operator]
 
 
-def universal_hash(ids: Tensor, a: Tensor | int, b: Tensor | int, buckets: int) -> Tensor:
-    """``((a i + b) mod P) mod buckets`` in int64, ``ids`` in ``[0, 2^31]`` (no overflow: see the
-    module docstring); broadcasts ``ids`` against tensors ``a``, ``b``."""
-    return ((ids * a + b) % PRIME) % buckets
-
-
 class PlainHashedTable(_PlainBaseline):
     """``HashedTable`` with the hash in-graph (int64 arithmetic) and a ``Gather`` of ``weight [B, D]``."""
 
@@ -85,11 +83,7 @@ class PlainHashedTable(_PlainBaseline):
 
     def _rows(self, flat: Tensor) -> Tensor:
         t = self.table
-        if t.hash == "identity":
-            bucket = flat % t.num_buckets
-        else:
-            bucket = universal_hash(flat, t.a, t.b, t.num_buckets)
-        return torch.index_select(t.weight, 0, bucket)
+        return torch.index_select(t.weight, 0, t.bucket(flat))  # int64 Mul/Add/Mod
 
 
 class PlainQRTable(_PlainBaseline):
@@ -129,10 +123,7 @@ class PlainDHETable(_PlainBaseline):
     table: DHETable
 
     def _rows(self, flat: Tensor) -> Tensor:
-        t = self.table
-        h = universal_hash(flat.unsqueeze(1), t._a, t._b, t.buckets)  # [N, k]
-        enc = h.to(torch.float32) * (2.0 / (t.buckets - 1)) - 1.0  # as DHETable.encode
-        return t._decode(enc)
+        return self.table._decode(self.table.encode(flat))  # the hash in int64 Mul/Add/Mod
 
 
 class PlainPrunedTable(_PlainBaseline):
@@ -187,7 +178,7 @@ class PlainCCETable(_PlainBaseline):
         c, k = t.num_chunks, t.codebook_size
         base = torch.arange(c, dtype=torch.long, device=flat.device) * k  # [c]
         a = torch.index_select(t.assign, 0, flat).long() + base  # [N, c]
-        g = universal_hash(flat.unsqueeze(1), t._g[:, 0], t._g[:, 1], k) + base  # [N, c]
+        g = cce_hash(flat, t._g, k) + base  # [N, c]
         clustered = torch.index_select(t.clustered.reshape(c * k, -1), 0, a.reshape(-1))
         hashed = torch.index_select(t.hashed.reshape(c * k, -1), 0, g.reshape(-1))
         return (clustered + hashed).reshape(n, self.embedding_dim)
@@ -210,5 +201,4 @@ __all__ = [
     "PlainMixedDimTable",
     "PlainPrunedTable",
     "PlainQRTable",
-    "universal_hash",
 ]
