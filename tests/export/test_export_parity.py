@@ -1,9 +1,10 @@
 """Exports of every compression method (ONNX and torch.export) reproduce PyTorch's probabilities.
 
 Each chain compresses a tiny DeepFM (first-order term, a folded consumer, a sequence field) with
-two or three methods in a row, so six models cover every registered method and every swappable
-module type; each is exported once per format (module-scoped) and checked here again, outside
-the exporter's own parity check, on a batch size the tracer never saw. The dense model's exports
+two or three methods in a row (the table baselines each on one field), so nine models cover every
+registered method and every swappable module type, both pruning formats included; each is
+exported once per format (module-scoped) and checked here again, outside the exporter's own
+parity check, on a batch size the tracer never saw. The dense model's exports
 are checked end to end in ``test_export_cli.py``.
 """
 
@@ -17,10 +18,18 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from compression.test_compose import METHOD_CONFIGS, _model, _schema, _split
+from compression.test_compose import _NO_FT, METHOD_CONFIGS, _model, _schema, _split
 
 from ctrzip.compression import compress
 from ctrzip.compression.api import METHODS, method_for
+from ctrzip.compression.baselines import (
+    CCEConfig,
+    DHEConfig,
+    HashingConfig,
+    MixedDimConfig,
+    PruneConfig,
+    QRConfig,
+)
 from ctrzip.data.batch import Batch
 from ctrzip.data.dataset import save_counts, save_split
 from ctrzip.export.exporter import FORMATS, TOLERANCE, export_model, parity_path
@@ -36,7 +45,27 @@ CHAINS: dict[str, tuple[str, ...]] = {
     "mixed+int4+svd": ("mixed", "int4", "svd"),
     "pq+rowwise": ("pq", "rowwise"),
     "int2+budget": ("int2", "budget"),
+    # the table baselines replace whole tables, so each takes its own field: two or three per model
+    "hashing+qr+prune_row": ("hashing@big", "qr@tags", "prune_row@small"),
+    "mixed_dim+dhe": ("mixed_dim@big", "dhe@tags"),
+    "prune+cce": ("prune@big", "cce@tags"),
 }
+# baseline steps on one field ("method@field"); the others are METHOD_CONFIGS' tiny configs
+STEP_CONFIGS = {
+    "hashing@big": lambda: HashingConfig(fields=("big",), **_NO_FT),
+    "qr@tags": lambda: QRConfig(fields=("tags",), **_NO_FT),
+    "prune_row@small": lambda: PruneConfig(fields=("small",), granularity="row", **_NO_FT),
+    "mixed_dim@big": lambda: MixedDimConfig(fields=("big",), **_NO_FT),
+    "dhe@tags": lambda: DHEConfig(fields=("tags",), distill_steps=3, distill_batch_size=64, **_NO_FT),
+    "prune@big": lambda: PruneConfig(fields=("big",), granularity="element", **_NO_FT),
+    "cce@tags": lambda: CCEConfig(fields=("tags",), kmeans_iters=3, **_NO_FT),
+}
+
+
+def _config(step: str):  # type: ignore[no-untyped-def]
+    return STEP_CONFIGS[step]() if step in STEP_CONFIGS else METHOD_CONFIGS[step]()
+
+
 SUFFIX = {"onnx": "onnx", "torch-export": "pt2"}
 
 
@@ -66,7 +95,7 @@ def models(data: Path) -> dict[str, CTRModel]:
     for name, chain in CHAINS.items():
         model = _model()
         for method in chain:
-            compress(model, METHOD_CONFIGS[method](), ds)
+            compress(model, _config(method), ds)
         out[name] = model.eval()
     return out
 
@@ -90,12 +119,19 @@ def _types(model: torch.nn.Module) -> set[str]:
 
 
 def test_chains_cover_every_method_and_every_swappable_type(models: dict[str, CTRModel]) -> None:
-    keys = {method_for(METHOD_CONFIGS[m]()).key for chain in CHAINS.values() for m in chain}
+    keys = {method_for(_config(m)).key for chain in CHAINS.values() for m in chain}
     assert keys == set(METHODS.keys()), "add each new method to a chain of CHAINS"
     for name, chain in CHAINS.items():
         assert len(getattr(models[name], "compression_log", [])) == len(chain), name  # every step was applied
     seen = set().union(*(_types(m) for m in models.values()))
     assert set(SWAPPABLE.keys()) <= seen, f"no exported model holds {sorted(set(SWAPPABLE.keys()) - seen)}"
+    pruned = {
+        m.granularity
+        for model in models.values()
+        for m in model.modules()
+        if type(m).__name__ == "PrunedTable"
+    }
+    assert pruned == {"element", "row"}  # CSR and kept-rows storage take different export paths
 
 
 def _run_file(path: Path, fmt: str, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
@@ -121,7 +157,7 @@ def test_export_matches_pytorch(name: str, fmt: str, models, exported) -> None: 
     )
     assert json.loads(parity_path(path).read_text()) == json.loads(json.dumps(record))
     assert record["file_bytes"] == path.stat().st_size and record["compression"] == [
-        method_for(METHOD_CONFIGS[m]()).key for m in CHAINS[name]
+        method_for(_config(m)).key for m in CHAINS[name]
     ]
     # every module that needs an export-friendly form got one, and nothing else did
     need = {fqn for fqn, m in model.named_modules() if type(m).__name__ in PLAIN_FORMS}

@@ -20,6 +20,9 @@ The choice is explicit (only ``plain_copy`` makes it); trained and saved models 
 * ``TTTable`` (``torch.unique`` with a data-dependent output size) -> ``PlainTTTable``: the
   rows of all looked-up ids are rebuilt without de-duplication (the same products per id).
 
+The baseline tables (hashing, QR, mixed-dim, DHE, pruning, CCE) have their forms in
+``ctrzip.export.plain_baselines`` (listed in ``PLAIN_FORMS`` too).
+
 Every other swappable type exports as it is (``EXPORTS_AS_IS``); ``plain_copy`` refuses a
 registered type that is in neither list, so a new module type must be reviewed here first.
 """
@@ -33,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from ctrzip.errors import UserError
+from ctrzip.export.plain_baselines import BASELINE_FORMS
 from ctrzip.nn.embedding.banded import BandedTable
 from ctrzip.nn.embedding.base import EmbeddingTable
 from ctrzip.nn.embedding.rowwise import RowwiseQuantTable, padded_dim
@@ -176,6 +180,7 @@ PLAIN_FORMS: dict[str, Callable[[nn.Module], nn.Module]] = {
     "RowwiseQuantTable": PlainRowwiseTable,  # type: ignore[dict-item]
     "BandedTable": PlainBandedTable,  # type: ignore[dict-item]
     "TTTable": PlainTTTable,  # type: ignore[dict-item]
+    **BASELINE_FORMS,
 }
 
 
