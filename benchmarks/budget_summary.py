@@ -109,6 +109,7 @@ def plot(summary: list[dict[str, Any]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     panels = sorted({(r["data"], r["model"]) for r in summary})
     cols = min(3, len(panels))
@@ -127,6 +128,7 @@ def plot(summary: list[dict[str, Any]], path: Path) -> None:
         for i, r in enumerate(r for r in rs if not r["variant"].startswith(("budget", "dense"))):
             ax.plot(r["mb"], r["test_auc"], "s", color=f"C{i}", label=r["variant"])
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap
         ax.set_xlabel("whole-model MB (stored tensors, log)")
         ax.set_ylabel(f"test AUC (mean of {dense['seeds']} seeds)")
         ax.set_title(f"{model}, {data}")
