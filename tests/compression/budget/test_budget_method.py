@@ -147,3 +147,37 @@ def test_one_search_answers_several_goals_like_separate_runs(setup) -> None:  # 
             torch.testing.assert_close(search.model(batch), original, rtol=0, atol=0)
     with pytest.raises(CompressionError, match="exactly one"):
         search.apply()
+
+
+def test_first_order_codebook_is_exact_in_bytes_and_uses_sixteen_values() -> None:
+    from ctrzip.compression.budget.candidates import codebook_candidate
+    from ctrzip.nn.embedding.base import DenseTable
+
+    v = 3000
+    g = torch.Generator().manual_seed(0)
+    table = DenseTable.from_tensor(torch.randn(v, 1, generator=g))
+    counts = torch.zeros(v)
+    counts[1:-1] = 1000.0 / torch.arange(1, v - 1).float()
+    cand = codebook_candidate(table, counts, bits=4)
+    built = cand.build()
+    stored = sum(t.numel() * t.element_size() for t in built.state_dict().values())
+    assert cand.nbytes == built.nbytes() == stored
+    assert stored < (v * 2) // 2  # well under fp16 (2 B per id): about half a byte per id
+    rows = built.materialize()
+    assert rows[0].abs().max() == 0  # padding stays zero
+    assert rows[-1].item() == table.weight[-1].item()  # the OOV row stays float
+    assert torch.unique(rows[1:-1]).numel() <= 16
+    assert cand.error < 0.05  # 16 levels fit a 1-D Gaussian column closely
+
+
+def test_deepfm_first_order_group_offers_fp16_and_codebook(setup) -> None:  # type: ignore[no-untyped-def]
+    data, trained = setup
+    model = copy.deepcopy(trained)
+    ctrzip.compress(model, BudgetConfig(max_auc_loss=0.002, calib_rows=1000), data)
+    report = model.compression_log[-1]["report"]
+    first = next(p for p in report["plan"] if p["target"] == "first_order")
+    names = [o["name"] for o in first["options"]]
+    assert names[0] == "float" and "fp16" in names
+    sizes = {o["name"]: o["bytes"] for o in first["options"]}
+    if "codebook4" in sizes:  # offered where a field has more ids than codewords
+        assert sizes["codebook4"] < sizes["fp16"] < sizes["float"]

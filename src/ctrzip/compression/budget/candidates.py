@@ -186,3 +186,26 @@ def band_plans(v: int, counts: Tensor, head_share: float) -> list[tuple[str, lis
             plan.append(BandSpec(v - 1, v, "float"))
             out.append((f"bands@{head_share:g}/{TAIL_SHARE:g} {_label(triple)}", plan))
     return out
+
+
+def codebook_candidate(
+    table: EmbeddingTable, counts: Tensor, bits: int = 4, seed: int = 0
+) -> Candidate | None:
+    """Every row but the OOV one as a code into ``2**bits`` shared vectors (one PQ band, M=1,
+    count-weighted k-means; codes bit-packed), the OOV row float: for the width-1 first-order
+    tables, where row-wise scales would cost more than the values. None when it does not fit
+    or is not smaller than fp16 rows."""
+    weight = table.materialize()
+    v, d = weight.shape
+    pq = {"M": 1, "K": 2**bits, "iters": KMEANS_ITERS, "seed": seed}
+    plan = [BandSpec(0, v - 1, "pq", pq), BandSpec(v - 1, v, "float")]
+    try:
+        validate_plan(plan, v, d, "first-order codebook")
+    except CompressionError:
+        return None
+    pad = getattr(table, "padding_idx", 0)
+    mod = BandedTable.from_dense(weight, counts.to(weight.device), plan, pad)
+    if mod.nbytes() >= table.nbytes() // 2:  # not even smaller than fp16 rows: no use
+        return None
+    err = weighted_error(weight, mod.materialize(), counts.to(weight.device))
+    return Candidate(f"codebook{bits}", mod.nbytes(), err, lambda: mod)

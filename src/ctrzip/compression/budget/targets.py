@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ctrzip.compression.budget.candidates import Candidate, table_candidates
+from ctrzip.compression.budget.candidates import Candidate, codebook_candidate, table_candidates
 from ctrzip.compression.budget.network import network_candidates, output_pcas
 from ctrzip.data.dataset import EncodedDataset, SplitArrays
 from ctrzip.errors import CompressionError
@@ -61,8 +61,8 @@ def build_targets(model: CTRModel, data: EncodedDataset, cfg: BudgetConfig) -> l
         for n, t in fe.tables.items()
         if type(t) is DenseTable
     ]
-    if first and 16 in cfg.bits:
-        out.append(_first_order_group(model, first))
+    if first:
+        out.append(_first_order_group(model, first, data, cfg))
     if cfg.dense_network:
         linears = {fqn: m for fqn, m in model.named_modules() if type(m) is nn.Linear}
         if linears:
@@ -90,29 +90,44 @@ def _table_swap(model: CTRModel, fqn: str) -> Any:
     return swap
 
 
-def _group(name: str, kind: str, label: str, items: list[tuple[Any, list[Candidate]]]) -> Target:
-    """One allocation unit over several modules: all kept, or all in their compact form.
+def _group(name: str, kind: str, items: list[tuple[Any, list[Candidate]]]) -> Target:
+    """One allocation unit over several modules, all in the same form (``float`` or a named
+    compact one, in the order the members list them, least aggressive first); a module
+    without that form takes its most aggressive earlier one (float at worst). Bytes are the
+    members' sum, the error their largest; each form is measured directly (a plug-in pass)."""
+    labels = ["float", *dict.fromkeys(c.name for _, cands in items for c in cands[1:])]
 
-    ``items`` are ``(swap, [float, compact])`` per module (a module without a smaller form
-    stays float in both); the group's error is the largest of its members'.
-    """
-    keep = Candidate("float", sum(c[0].nbytes for _, c in items), 0.0, None)
-    small = Candidate(label, sum(c[-1].nbytes for _, c in items), max(c[-1].error for _, c in items), None)
+    def pick(cands: list[Candidate], label: str) -> Candidate:
+        allowed = labels[: labels.index(label) + 1]
+        return max((c for c in cands if c.name in allowed), key=lambda c: allowed.index(c.name))
+
+    forms: list[Candidate] = []
+    for label in labels:
+        picks = [pick(cands, label) for _, cands in items]
+        forms.append(Candidate(label, sum(c.nbytes for c in picks), max(c.error for c in picks), None))
+    keep = forms[0]
 
     def swap(c: Candidate) -> None:
         for s, cands in items:
-            s(cands[0] if c.name == "float" else cands[-1])
+            s(pick(cands, c.name))
 
-    return Target(name, kind, [keep] + ([small] if small.nbytes < keep.nbytes else []), swap)
+    return Target(
+        name, kind, [keep, *(f for f in forms[1:] if f.nbytes < keep.nbytes)], swap, measure_all=True
+    )
 
 
-def _first_order_group(model: CTRModel, fqns: list[str]) -> Target:
+def _first_order_group(model: CTRModel, fqns: list[str], data: EncodedDataset, cfg: BudgetConfig) -> Target:
+    """First-order (width-1) tables as one unit: float, fp16, or a 4-bit scalar codebook."""
     items = []
     for fqn in fqns:
         table = model.get_submodule(fqn)
-        cands = table_candidates(table, torch.ones(table.num_embeddings), bits=(16,))  # type: ignore[arg-type]
-        items.append((_table_swap(model, fqn), cands))
-    return _group("first_order", "table", "fp16", items)
+        name = fqn.rpartition(".")[2]
+        v = table.num_embeddings  # type: ignore[union-attr]
+        counts = _counts(data, name, v) if name in data.counts else torch.ones(v)
+        cands = table_candidates(table, counts, bits=(16,) if 16 in cfg.bits else ())  # type: ignore[arg-type]
+        book = codebook_candidate(table, counts, bits=4, seed=cfg.seed)  # type: ignore[arg-type]
+        items.append((_table_swap(model, fqn), cands + ([book] if book is not None else [])))
+    return _group("first_order", "table", items)
 
 
 def _network_target(
