@@ -178,11 +178,9 @@ def _compressed_rows(
     from ctrzip.compression.mec.fields import dense_reason
     from ctrzip.compression.mec.method import MECConfig
     from ctrzip.compression.mec.stage1 import CodeLearningConfig
-    from ctrzip.compression.sizes import size_report
     from ctrzip.errors import CompressionError
     from ctrzip.train.trainer import TrainConfig, Trainer
 
-    base_mb = size_report(model)["total"]["mb"]
     ft_lr = 1e-4
     rows: list[tuple[str, Any, float]] = []
 
@@ -216,13 +214,13 @@ def _compressed_rows(
     lr_cfg = LowRankConfig(
         rank=32, embedding=True, embedding_rank=4, lr=ft_lr, seed=seed, device=device, progress=progress
     )
-    # whole-model compression to a quarter of the bytes, no fine-tune (plug-in)
-    budget_cfg = BudgetConfig(mb=base_mb / 4, calib_rows=50_000, seed=seed, device=device)
+    # whole-model compression: the smallest plan within 0.001 validation AUC, no fine-tune
+    budget_cfg = BudgetConfig(max_auc_loss=0.001, calib_rows=50_000, seed=seed, device=device)
     c1, c2 = rows[0][0], rows[1][0]  # the controls of one and of two fine-tune epochs
     for name, label, cfg, control in (
         ("MEC", f"DeepFM + mec(M=4,K={k}) + 1 ep fine-tune", mec_cfg, c1),
         ("lowrank", "DeepFM + lowrank(mlp 32, emb 16->4) + 2x1 ep fine-tune", lr_cfg, c2),
-        ("budget", f"DeepFM + budget({base_mb / 4:.2f} MB), no fine-tune", budget_cfg, None),
+        ("budget", "DeepFM + budget(max AUC loss 0.001), no fine-tune", budget_cfg, None),
     ):
         t0 = time.perf_counter()
         try:
