@@ -208,10 +208,6 @@ class BandedTable(EmbeddingTable):
             "padding_idx": self.padding_idx,
         }
 
-    @classmethod
-    def empty(cls, **spec: Any) -> BandedTable:
-        return cls(**spec)
-
     def extra_repr(self) -> str:
         parts = [f"[{b.start},{b.end}) {b.representation}{_shape_params(b) or ''}" for b in self.plan]
         return f"{self.num_embeddings}, {self.embedding_dim}, bands=" + "; ".join(parts)

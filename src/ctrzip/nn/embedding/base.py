@@ -31,6 +31,12 @@ class EmbeddingTable(nn.Module, abc.ABC):
     def materialize(self) -> Tensor:
         """The full ``[N, D]`` table this module represents (for refits, parity tests, export)."""
 
+    @classmethod
+    def empty(cls, **spec: Any) -> EmbeddingTable:
+        """A table of the shape ``spec`` describes, weights to be loaded: the artifact loader's
+        constructor. Tables whose ``__init__`` takes their ``spec()`` as is inherit this one."""
+        return cls(**spec)
+
     @abc.abstractmethod
     def nbytes(self) -> int:
         """Honest storage size in bytes: every parameter and buffer the table needs."""
@@ -101,7 +107,3 @@ class DenseTable(EmbeddingTable):
             "embedding_dim": self.embedding_dim,
             "padding_idx": self.padding_idx,
         }
-
-    @classmethod
-    def empty(cls, **spec: Any) -> DenseTable:
-        return cls(**spec)

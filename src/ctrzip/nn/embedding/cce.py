@@ -182,10 +182,6 @@ class CCETable(EmbeddingTable):
             "padding_idx": self.padding_idx,
         }
 
-    @classmethod
-    def empty(cls, **spec: Any) -> CCETable:
-        return cls(**spec)
-
     def extra_repr(self) -> str:
         return (
             f"{self.num_embeddings}, {self.embedding_dim}, chunks={self.num_chunks}, "

@@ -168,10 +168,6 @@ class DHETable(EmbeddingTable):
             "padding_idx": self.padding_idx,
         }
 
-    @classmethod
-    def empty(cls, **spec: Any) -> DHETable:
-        return cls(**spec)
-
     def extra_repr(self) -> str:
         return (
             f"{self.num_embeddings}, {self.embedding_dim}, k={self.num_hashes}, "

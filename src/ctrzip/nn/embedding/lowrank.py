@@ -165,9 +165,5 @@ class LowRankTable(EmbeddingTable):
             "form": self.form,
         }
 
-    @classmethod
-    def empty(cls, **spec: Any) -> LowRankTable:
-        return cls(**spec)
-
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, rank={self.rank}, form={self.form}"

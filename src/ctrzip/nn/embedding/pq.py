@@ -254,10 +254,6 @@ class PQTable(EmbeddingTable):
             "dense_ids": list(self.dense_ids),
         }
 
-    @classmethod
-    def empty(cls, **spec: Any) -> PQTable:
-        return cls(**spec)
-
     def extra_repr(self) -> str:
         return (
             f"{self.num_embeddings}, {self.embedding_dim}, M={self.num_subspaces}, "

@@ -191,10 +191,6 @@ class PrunedTable(EmbeddingTable):
             "padding_idx": self.padding_idx,
         }
 
-    @classmethod
-    def empty(cls, **spec: Any) -> PrunedTable:
-        return cls(**spec)
-
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, {self.granularity}, kept={self.kept}"
 

@@ -136,10 +136,6 @@ class QRTable(EmbeddingTable):
             "padding_idx": self.padding_idx,
         }
 
-    @classmethod
-    def empty(cls, **spec: Any) -> QRTable:
-        return cls(**spec)
-
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, collisions={self.collisions}, {self.combine}"
 

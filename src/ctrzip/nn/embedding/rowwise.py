@@ -180,10 +180,6 @@ class RowwiseQuantTable(EmbeddingTable):
             "padding_idx": self.padding_idx,
         }
 
-    @classmethod
-    def empty(cls, **spec: Any) -> RowwiseQuantTable:
-        return cls(**spec)
-
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, bits={self.bits}"
 

@@ -157,9 +157,5 @@ class TTTable(EmbeddingTable):
             "padding_idx": self.padding_idx,
         }
 
-    @classmethod
-    def empty(cls, **spec: Any) -> TTTable:
-        return cls(**spec)
-
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, ranks={self.ranks}, rows={self.row_factors}"
