@@ -1,0 +1,150 @@
+"""torch.distributed primitives every distributed code path shares (issue 14).
+
+ctrzip uses PyTorch's own engine: ``torchrun`` sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/
+``MASTER_ADDR``/``MASTER_PORT``; :func:`init_from_env` opens the process group (NCCL on CUDA,
+gloo on CPU) with a timeout so a dead rank raises instead of hanging. Every helper here is a
+no-op (or the identity) in a single process, so callers never branch on world size.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from ctrzip.config import ConfigError
+
+DEFAULT_TIMEOUT_S = 300.0
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process sits in the job: ``rank`` of ``world_size`` processes, ``local_rank``
+    on its node, and the collective ``backend`` (``"nccl"`` or ``"gloo"``)."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    backend: str
+
+
+def env_world_size() -> int:
+    """``WORLD_SIZE`` as torchrun sets it (1 when unset).
+
+    Raises:
+        ConfigError: ``WORLD_SIZE`` is set but not a positive integer.
+    """
+    raw = os.environ.get("WORLD_SIZE", "1")
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ConfigError(f"environment WORLD_SIZE={raw!r} is not an integer") from None
+    if n < 1:
+        raise ConfigError(f"environment WORLD_SIZE={raw!r} must be >= 1")
+    return n
+
+
+def init_from_env(device: torch.device, timeout_s: float = DEFAULT_TIMEOUT_S) -> DistContext | None:
+    """Join the process group torchrun describes, or return None for a single process.
+
+    Args:
+        device: this rank's device; CUDA -> NCCL (and ``cuda:LOCAL_RANK`` is made current),
+            CPU -> gloo.
+        timeout_s: seconds a collective may wait for a missing rank before it raises.
+
+    Raises:
+        ConfigError: bad ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``, or ``timeout_s <= 0``.
+    """
+    world = env_world_size()
+    if world == 1:
+        return None
+    if timeout_s <= 0:
+        raise ConfigError(f"distributed timeout must be > 0 seconds, got {timeout_s}")
+    try:
+        rank = int(os.environ["RANK"])
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    except (KeyError, ValueError):
+        raise ConfigError(
+            "WORLD_SIZE > 1 but RANK/LOCAL_RANK are missing or not integers; launch with torchrun"
+        ) from None
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+    return DistContext(rank=rank, world_size=world, local_rank=local_rank, backend=backend)
+
+
+def is_distributed() -> bool:
+    """True inside an initialized process group of more than one rank."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    """Rank 0 (or a single process): the one that writes files and prints."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def all_reduce_sum_(t: Tensor) -> Tensor:
+    """Sum ``t`` over ranks in place (identity in one process); returns ``t``."""
+    if is_distributed():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def all_gather_rows(t: Tensor) -> Tensor:
+    """Concatenate every rank's ``t`` (``[n_r, ...]``, ``n_r`` may differ) along dim 0 in rank
+    order; the identity in one process. Shapes beyond dim 0 and dtypes must agree."""
+    if not is_distributed():
+        return t
+    n = torch.tensor([t.shape[0]], device=t.device, dtype=torch.int64)
+    sizes = [torch.zeros_like(n) for _ in range(world_size())]
+    dist.all_gather(sizes, n)
+    counts = [int(s.item()) for s in sizes]
+    pad = max(counts) - t.shape[0]
+    padded = torch.cat([t, t.new_zeros((pad, *t.shape[1:]))]) if pad else t.contiguous()
+    parts = [torch.empty_like(padded) for _ in counts]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[:c] for p, c in zip(parts, counts, strict=True)])
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """``obj`` from rank ``src`` on every rank (identity in one process). Only for our own
+    plain values (plans, settings): it pickles, so never pass data read from a user file."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def shard_bounds(n: int, part: int, parts: int) -> tuple[int, int]:
+    """``[start, stop)`` of contiguous part ``part`` of ``parts`` over ``n`` items; sizes differ
+    by at most one and the parts cover ``0..n`` exactly once.
+
+    Raises:
+        ValueError: ``parts < 1`` or ``part`` outside ``[0, parts)``.
+    """
+    if parts < 1 or not 0 <= part < parts:
+        raise ValueError(f"part {part} of {parts} is not a valid shard")
+    base, extra = divmod(n, parts)
+    start = part * base + min(part, extra)
+    return start, start + base + (1 if part < extra else 0)
