@@ -148,3 +148,39 @@ def shard_bounds(n: int, part: int, parts: int) -> tuple[int, int]:
     base, extra = divmod(n, parts)
     start = part * base + min(part, extra)
     return start, start + base + (1 if part < extra else 0)
+
+
+def broadcast_tensors_(tensors: list[Tensor], src: int = 0) -> None:
+    """Overwrite every tensor in ``tensors`` (same shapes and dtypes on every rank, any device)
+    with rank ``src``'s values, in place; nothing in one process. NCCL only moves CUDA
+    tensors, so a CPU tensor travels through the default CUDA device there."""
+    if not is_distributed():
+        return
+    cuda = dist.get_backend() == "nccl"
+    for t in tensors:
+        if cuda and t.device.type != "cuda":
+            moved = t.to("cuda")
+            dist.broadcast(moved, src=src)
+            t.copy_(moved)
+        else:
+            dist.broadcast(t, src=src)
+
+
+_COLLECTIVE_SIGNS = ("gloo", "nccl", "processgroup", "connection reset", "connection closed", "timed out")
+
+
+def is_collective_failure(err: BaseException) -> bool:
+    """True for the errors a collective raises when another rank died, stalled past the
+    timeout or closed its connection (``torch.distributed.DistError``, or the plain
+    ``RuntimeError`` gloo raises with its transport message)."""
+    dist_error = getattr(dist, "DistError", None)
+    if dist_error is not None and isinstance(err, dist_error):
+        return True
+    msg = str(err).lower()
+    return isinstance(err, RuntimeError) and is_distributed() and any(s in msg for s in _COLLECTIVE_SIGNS)
+
+
+def shutdown() -> None:
+    """Leave the process group (no-op when none is open)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

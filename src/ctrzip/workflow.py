@@ -56,11 +56,14 @@ def train_run(
     from ctrzip.compression.sizes import size_report
     from ctrzip.export import ArtifactError, check_destination, save
     from ctrzip.export.encoder_files import of_dataset
+    from ctrzip import distributed as dist
     from ctrzip.train.checks import check_both_classes
+    from ctrzip.train.distributed import evaluate_split, setup, trainer_for
     from ctrzip.train.resume import saved_run_diffs
-    from ctrzip.train.trainer import TrainConfig, Trainer, evaluate
+    from ctrzip.train.trainer import TrainConfig
 
     tcfg = from_dict(TrainConfig, run.train, path="train")
+    tcfg = setup(tcfg)  # under torchrun: join the process group, this rank's device
     if save_to is not None and tcfg.out_dir and Path(save_to).resolve() == Path(tcfg.out_dir).resolve():
         raise ConfigError(
             f"the artifact folder {save_to} is train.out_dir, which holds the training checkpoints; "
@@ -70,7 +73,7 @@ def train_run(
     for name in ("valid", "test"):
         if name in data.splits:
             check_both_classes(data[name], f"{data.root}: {name} split")
-    if "valid" not in data.splits:
+    if "valid" not in data.splits and dist.is_main():
         log(
             f"note: {data.root} has no valid split: no early stopping or lr decay "
             "(train.early_stop_patience, train.lr_patience); the last epoch's weights are kept"
@@ -88,17 +91,18 @@ def train_run(
                     "another train.out_dir"
                 ) from None
             raise
-    history = Trainer(tcfg).fit(model, data["train"], data.splits.get("valid"))
+    history = trainer_for(tcfg).fit(model, data["train"], data.splits.get("valid"))
     metrics = {
-        name: evaluate(
+        name: evaluate_split(
             model, data[name], batch_size=max(tcfg.batch_size, 8192), device=tcfg.device, name=f"{name} split"
         )
         for name in ("valid", "test")
         if name in data.splits
     }
-    artifact = (
+    artifact = (  # rank 0 writes; the others wait so the artifact exists when every rank returns
         save(save_to, model, extra={"metrics": metrics}, overwrite=overwrite, encoder=of_dataset(data))
-        if save_to
+        if save_to and dist.is_main()
         else None
     )
+    dist.barrier()
     return RunResult(model, metrics, size_report(model), history, artifact)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -46,7 +47,10 @@ def train_cmd(
     Raising train.epochs or train.max_steps extends a saved run.
 
     An existing artifact is never replaced without --overwrite.
+
+    Under torchrun (torchrun --nproc-per-node N -m ctrzip train ...) it trains with DistributedDataParallel; train.batch_size is the global batch and rank 0 alone prints and writes.
     """
+    from ctrzip import distributed as dist
     from ctrzip.compression.sizes import format_size_report
     from ctrzip.run_config import parse_run_config
     from ctrzip.workflow import train_run
@@ -56,9 +60,15 @@ def train_cmd(
         run.train["resume"] = False
     out_dir = run.train.get("out_dir")
     save_to = out or (Path(out_dir) / "model" if out_dir else None)
-    if save_to is None:
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun rank 0 alone prints
+    if save_to is None and main_rank:
         console.print("note: no artifact will be saved (set train.out_dir in the run file or pass --out)")
-    result = train_run(run, save_to=save_to, overwrite=overwrite)
+    try:
+        result = train_run(run, save_to=save_to, overwrite=overwrite)
+    finally:
+        dist.shutdown()
+    if not main_rank:
+        return
     print_table("metrics", [{"split": k, **v} for k, v in result.metrics.items()])
     console.print(format_size_report(result.sizes))
     if result.artifact:

@@ -44,6 +44,8 @@ class TrainConfig:
         shuffle: shuffle training batches.
         progress: draw a progress bar with samples/s and ETA.
         deterministic: deterministic kernels on CPU (same seed -> same weights).
+        dist_timeout_s: under ``torchrun``, seconds a collective waits for a rank that died or
+            stalled before this rank stops with a ``TrainingError`` (not a hang).
     """
 
     epochs: int = 2
@@ -67,6 +69,7 @@ class TrainConfig:
     shuffle: bool = True
     progress: bool = True
     deterministic: bool = True
+    dist_timeout_s: float = 300.0
 
     def __post_init__(self) -> None:
         checks = {
@@ -84,6 +87,7 @@ class TrainConfig:
             or self.eval_every_steps >= 1,
             "max_steps must be >= 1 or null": self.max_steps is None or self.max_steps >= 1,
             "amp must be off, bf16 or fp16": self.amp in ("off", "bf16", "fp16"),
+            "dist_timeout_s must be > 0": self.dist_timeout_s > 0,
             f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}": _is_device(self.device),
         }
         bad = [msg for msg, ok in checks.items() if not ok]

@@ -445,7 +445,7 @@ class Trainer:
         improved = True
         if valid is not None:
             bs, dev = max(cfg.batch_size, 8192), rec_device(model)
-            metrics = evaluate(model, valid, batch_size=bs, device=dev, name="validation split")
+            metrics = self._evaluate(model, valid, bs, dev)
             rec["val_auc"], rec["val_logloss"] = metrics["auc"], metrics["logloss"]
             improved = st.best_auc is None or metrics["auc"] > st.best_auc + _MIN_DELTA
         st.elapsed_s += time.perf_counter() - t_eval
@@ -470,6 +470,10 @@ class Trainer:
             ckpt.append_jsonl(out / ckpt.METRICS, rec)
             self._save_last(model, st, out)
         bar.log(_format_record(rec, improved))
+
+    def _evaluate(self, model: nn.Module, valid: Any, batch_size: int, device: torch.device) -> dict[str, float]:
+        """Validation metrics (``DistributedTrainer`` gathers them over ranks)."""
+        return evaluate(model, valid, batch_size=batch_size, device=device, name="validation split")
 
     def _save_best(self, model: nn.Module, out: Path | None, rec: dict[str, Any]) -> None:
         self._best_step = rec["step"]
