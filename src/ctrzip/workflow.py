@@ -53,10 +53,10 @@ def train_run(
         ArtifactError: ``save_to`` exists and not ``overwrite``.
         ConfigError: ``save_to`` is ``train.out_dir`` (checkpoints and artifact would mix).
     """
+    from ctrzip import distributed as dist
     from ctrzip.compression.sizes import size_report
     from ctrzip.export import ArtifactError, check_destination, save
     from ctrzip.export.encoder_files import of_dataset
-    from ctrzip import distributed as dist
     from ctrzip.train.checks import check_both_classes
     from ctrzip.train.distributed import evaluate_split, setup, trainer_for
     from ctrzip.train.resume import saved_run_diffs

@@ -48,7 +48,8 @@ def train_cmd(
 
     An existing artifact is never replaced without --overwrite.
 
-    Under torchrun (torchrun --nproc-per-node N -m ctrzip train ...) it trains with DistributedDataParallel; train.batch_size is the global batch and rank 0 alone prints and writes.
+    Under torchrun (torchrun --nproc-per-node N -m ctrzip train ...) it trains with
+    DistributedDataParallel: train.batch_size is the global batch; rank 0 alone prints and writes.
     """
     from ctrzip import distributed as dist
     from ctrzip.compression.sizes import format_size_report

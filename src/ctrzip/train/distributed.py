@@ -25,6 +25,7 @@ rank, so all ranks take the same early-stopping and lr-decay decisions.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from dataclasses import asdict, replace
@@ -48,7 +49,14 @@ from ctrzip.train.metrics import auc, logloss
 from ctrzip.train.train_config import History, TrainConfig
 from ctrzip.train.trainer import Trainer, _LoopState
 
-__all__ = ["DistributedTrainer", "ShardedLoader", "evaluate_sharded", "evaluate_split", "setup", "trainer_for"]
+__all__ = [
+    "DistributedTrainer",
+    "ShardedLoader",
+    "evaluate_sharded",
+    "evaluate_split",
+    "setup",
+    "trainer_for",
+]
 
 _RANK_SEED_STRIDE = 1_000_003  # dropout seeds of ranks > 0: far from rank 0's (train.seed)
 
@@ -97,7 +105,9 @@ def _row_ids(n: int) -> SplitArrays:
     """A stand-in split whose ``sparse[i, 0]`` is ``i``: a ``BatchLoader`` over it yields the
     global batch order as row ids without reading the data (8 bytes per row in memory)."""
     dtype = np.int32 if n < 2**31 else np.int64
-    return SplitArrays(np.arange(n, dtype=dtype)[:, None], np.zeros((n, 0), np.float32), np.zeros(n, np.float32))
+    return SplitArrays(
+        np.arange(n, dtype=dtype)[:, None], np.zeros((n, 0), np.float32), np.zeros(n, np.float32)
+    )
 
 
 class ShardedLoader:
@@ -266,7 +276,9 @@ class DistributedTrainer(Trainer):
             opts = {
                 "seed": train.seed,
                 "drop_last": train.drop_last,
-                "block_batches": max(1, getattr(train, "block_rows", 32 * train.batch_size) // train.batch_size),
+                "block_batches": max(
+                    1, getattr(train, "block_rows", 32 * train.batch_size) // train.batch_size
+                ),
             }
         loader = ShardedLoader(
             split, cfg.batch_size, shuffle=cfg.shuffle, seed=opts.pop("seed", cfg.seed),
@@ -298,13 +310,14 @@ class DistributedTrainer(Trainer):
             return super()._fit(model, train, valid, device)
         except Exception as err:
             if self._main and not self._synced:  # e.g. a saved run that differs: the others wait
-                try:  # in _loop's first broadcast; tell them (ranks already gone fail it at once)
+                # in _loop's first broadcast; tell them (ranks already gone fail it at once),
+                with contextlib.suppress(Exception):  # never masking the original error
                     dist.broadcast_object(("error", f"rank 0 stopped before training: {err}"))
-                except Exception:  # never mask the original error
-                    pass
             raise
 
-    def _loop(self, model: nn.Module, loader: Any, valid: Any, st: _LoopState, out: Path | None, bar: Any) -> None:
+    def _loop(
+        self, model: nn.Module, loader: Any, valid: Any, st: _LoopState, out: Path | None, bar: Any
+    ) -> None:
         try:
             self._sync_start(model, st)
             super()._loop(model, loader, valid, st, out, bar)
@@ -404,7 +417,9 @@ class DistributedTrainer(Trainer):
         return super()._count_step(st, loss, self._loader.step_rows[0], steps_per_epoch)
 
     # ------------------------------------------------------------ eval + state
-    def _evaluate(self, model: nn.Module, valid: Any, batch_size: int, device: torch.device) -> dict[str, float]:
+    def _evaluate(
+        self, model: nn.Module, valid: Any, batch_size: int, device: torch.device
+    ) -> dict[str, float]:
         split = _as_split(valid, "validation")
         return evaluate_sharded(model, split, batch_size=batch_size, device=device, name="validation split")
 

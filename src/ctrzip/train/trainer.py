@@ -471,7 +471,9 @@ class Trainer:
             self._save_last(model, st, out)
         bar.log(_format_record(rec, improved))
 
-    def _evaluate(self, model: nn.Module, valid: Any, batch_size: int, device: torch.device) -> dict[str, float]:
+    def _evaluate(
+        self, model: nn.Module, valid: Any, batch_size: int, device: torch.device
+    ) -> dict[str, float]:
         """Validation metrics (``DistributedTrainer`` gathers them over ranks)."""
         return evaluate(model, valid, batch_size=batch_size, device=device, name="validation split")
 
