@@ -102,6 +102,11 @@ def _runs_worker(rank: int, port: int, root: str, tmp: str, out: dict) -> None:
     res["partial"] = _train(Path(root), out_dir=f"{tmp}/partial", max_steps=PARTIAL_STEPS)
     _train(Path(root), out_dir=f"{tmp}/again", max_steps=PARTIAL_STEPS)
     res["resumed"] = _train(Path(root), out_dir=f"{tmp}/again")  # same 2 ranks, limit raised
+    try:  # rank 0 alone reads the saved run: the other rank must stop too, with its reason
+        _train(Path(root), out_dir=f"{tmp}/again", lr=0.02)
+        res["changed"] = "resumed"
+    except TrainingError as err:
+        res["changed"] = str(err)
     res["writes"] = writes
     out[rank] = res
     d.shutdown()
@@ -210,6 +215,8 @@ def test_resume_two_rank_checkpoint_on_two_and_on_one_rank(
     res, tmp = two_ranks
     assert res[0]["partial"]["steps"] == PARTIAL_STEPS
     again = res[0]["resumed"]  # 2-rank checkpoint resumed on 2 ranks
+    for k, w in again["weights"].items():  # rank 0 broadcast its optimizer state: same updates
+        assert torch.equal(res[1]["resumed"]["weights"][k], w), k
     assert np.allclose(again["val_auc"][-1], one_process["val_auc"][-1], atol=1e-4, rtol=0)
     # 2-rank checkpoint resumed by one process: the run finishes as if never interrupted
     torch.set_num_threads(1)
@@ -290,6 +297,26 @@ def test_batch_norm_with_one_row_per_rank_is_refused(data: Path, monkeypatch: py
     model = build_model("deepfm", ds.schema, {**MODEL, "batch_norm": True}, seed=0)
     with pytest.raises(TrainingError, match=r"BatchNorm.*train.batch_size=6 .* 1 row\(s\) on 4 ranks"):
         DistributedTrainer(TrainConfig(**{**BASE, "batch_size": 6})).fit(model, ds["train"], ds["valid"])
+
+
+def test_a_changed_setting_stops_every_rank(two_ranks: tuple[dict, Path]) -> None:
+    res, tmp = two_ranks
+    assert "train.lr 0.01 -> 0.02" in res[0]["changed"]
+    assert res[1]["changed"].startswith("rank 0 stopped before training: ")
+    assert "train.lr 0.01 -> 0.02" in res[1]["changed"]
+
+
+def test_one_process_distributed_trainer_equals_trainer(data: Path) -> None:
+    """Without a process group DistributedTrainer takes Trainer's steps (its loss is the
+    global-batch sum over the global rows, here all of them)."""
+    ds = EncodedDataset.open(data)
+    weights = []
+    for cls in (Trainer, DistributedTrainer):
+        model = build_model("deepfm", ds.schema, MODEL, seed=1)
+        cls(TrainConfig(**BASE)).fit(model, ds["train"], ds["valid"])
+        weights.append(model.state_dict())
+    for k, w in weights[0].items():
+        torch.testing.assert_close(weights[1][k], w, atol=1e-6, rtol=1e-5)
 
 
 def test_bad_timeout_is_named() -> None:

@@ -349,7 +349,10 @@ class DistributedTrainer(Trainer):
                 setattr(st, key, value)
             st.history = hist
             torch.manual_seed(self.config.seed + _RANK_SEED_STRIDE * dist.rank() + st.global_step)
-        device = next(iter(self._params)).device
+        if not dist.is_distributed():  # one process: the plain model, the same batches
+            self._ddp = model
+            return
+        device = self._params[0].device
         self._ddp = DistributedDataParallel(  # broadcasts rank 0's parameters and buffers
             model, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True
         )
@@ -371,9 +374,14 @@ class DistributedTrainer(Trainer):
         if not layout["state"]:  # fresh run: nothing beyond the (identical) param groups
             return
         if not self._main:
+            own = self._params[0].device  # rank 0's "cuda:0" is this rank's cuda:LOCAL_RANK
             state = {
                 pid: {
-                    k: torch.zeros(shape, dtype=getattr(torch, dt.split(".")[-1]), device=dev)
+                    k: torch.zeros(
+                        shape,
+                        dtype=getattr(torch, dt.split(".")[-1]),
+                        device=own if torch.device(dev).type == own.type else dev,
+                    )
                     for k, (shape, dt, dev) in s.items()
                 }
                 for pid, s in layout["state"].items()
