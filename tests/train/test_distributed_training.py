@@ -107,6 +107,11 @@ def _runs_worker(rank: int, port: int, root: str, tmp: str, out: dict) -> None:
         res["changed"] = "resumed"
     except TrainingError as err:
         res["changed"] = str(err)
+    try:  # every rank diverges at the same step (the loss is all-reduced) and says so alike
+        _train(Path(root), out_dir=f"{tmp}/div", lr=1e30, clip_grad_norm=None, eval_at_start=True)
+        res["diverged"] = "trained"
+    except TrainingError as err:
+        res["diverged"] = str(err)
     res["writes"] = writes
     out[rank] = res
     d.shutdown()
@@ -204,6 +209,7 @@ def test_rank_zero_alone_writes(two_ranks: tuple[dict, Path]) -> None:
     assert res[1]["writes"] == []
     names = {Path(p).name for p in res[0]["writes"]}
     assert names == {ckpt.BEST, ckpt.LAST, ckpt.METRICS}
+    assert {Path(p).parent.name for p in res[0]["writes"]} == {"full", "partial", "again", "div"}
     assert sorted(p.name for p in (tmp / "full").iterdir()) == [ckpt.BEST, ckpt.LAST, ckpt.METRICS]
     records = [json.loads(line) for line in (tmp / "full" / ckpt.METRICS).read_text().splitlines()]
     assert [r["val_auc"] for r in records] == res[0]["full"]["val_auc"]  # one line per eval, once
@@ -304,6 +310,14 @@ def test_a_changed_setting_stops_every_rank(two_ranks: tuple[dict, Path]) -> Non
     assert "train.lr 0.01 -> 0.02" in res[0]["changed"]
     assert res[1]["changed"].startswith("rank 0 stopped before training: ")
     assert "train.lr 0.01 -> 0.02" in res[1]["changed"]
+
+
+def test_divergence_is_reported_alike_on_every_rank(two_ranks: tuple[dict, Path]) -> None:
+    res, tmp = two_ranks
+    msg = res[0]["diverged"]
+    assert msg.startswith("training diverged: ") and "at epoch 1, step " in msg
+    assert f"last finite checkpoint: {tmp / 'div' / ckpt.LAST} (step 0)" in msg
+    assert res[1]["diverged"] == msg
 
 
 def test_one_process_distributed_trainer_equals_trainer(data: Path) -> None:

@@ -296,6 +296,7 @@ class DistributedTrainer(Trainer):
                 )
         self._main = dist.is_main()
         self._synced = False
+        self._main_out = Path(cfg.out_dir) if cfg.out_dir else None  # rank 0's, for messages
         if not self._main:  # rank 0 alone writes train.out_dir and prints
             self.config = replace(cfg, out_dir=None, progress=False)
         try:
@@ -430,6 +431,17 @@ class DistributedTrainer(Trainer):
     ) -> dict[str, float]:
         split = _as_split(valid, "validation")
         return evaluate_sharded(model, split, batch_size=batch_size, device=device, name="validation split")
+
+    def _evaluate_and_save(
+        self, model: nn.Module, valid: Any, st: _LoopState, out: Path | None, bar: Any
+    ) -> None:
+        super()._evaluate_and_save(model, valid, st, out, bar)
+        if not self._main and self._main_out is not None:  # rank 0 has just saved last.pt
+            self._last_saved = st.global_step
+
+    def _diverged_message(self, model: nn.Module, out: Path | None, err: Any) -> str:
+        """Every rank names rank 0's checkpoint folder (all ranks diverge at the same step)."""
+        return super()._diverged_message(model, self._main_out, err)
 
     def _save_best(self, model: nn.Module, out: Path | None, rec: dict[str, Any]) -> None:
         if self._main:
