@@ -75,3 +75,27 @@ def test_two_rank_collectives() -> None:
         assert total == 3.0
         assert rows == [[0.0, 0.0], [1.0, 1.0], [1.0, 1.0]]
         assert obj == {"plan": 7}
+
+
+def test_collective_failure_is_one_line_naming_rank_and_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    err = torch.distributed.DistBackendError("[gloo] Timed out waiting 5000ms for recv\nmore detail")
+    with (
+        pytest.raises(d.CollectiveError) as info,
+        d.collective_failures("compress.dist_timeout_s", 5.0, hint="; rerun"),
+    ):
+        raise err
+    msg = str(info.value)
+    assert msg == (
+        "rank 1 of 3: a collective failed: another rank died or did not answer within "
+        "compress.dist_timeout_s=5 s ([gloo] Timed out waiting 5000ms for recv); see that rank's log; rerun"
+    )
+
+
+def test_other_errors_pass_through_collective_failures() -> None:
+    with (
+        pytest.raises(RuntimeError, match="shape mismatch"),
+        d.collective_failures("train.dist_timeout_s", 5.0),
+    ):
+        raise RuntimeError("shape mismatch")  # not distributed: never a collective failure

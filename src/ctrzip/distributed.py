@@ -8,7 +8,9 @@ no-op (or the identity) in a single process, so callers never branch on world si
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -18,6 +20,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ctrzip.config import ConfigError
+from ctrzip.errors import UserError
 
 DEFAULT_TIMEOUT_S = 300.0
 
@@ -184,3 +187,31 @@ def shutdown() -> None:
     """Leave the process group (no-op when none is open)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+class CollectiveError(UserError):
+    """A collective failed because another rank died, stalled past the timeout or left."""
+
+
+@contextlib.contextmanager
+def collective_failures(
+    setting: str, timeout_s: float, error: type[UserError] = CollectiveError, hint: str = ""
+) -> Iterator[None]:
+    """Turn a failed collective inside the block into one line naming this rank, the timeout
+    ``setting=timeout_s`` and the backend's first line (any other error passes unchanged).
+
+    Raises:
+        ``error`` (a ``UserError``; ``CollectiveError`` by default).
+    """
+    try:
+        yield
+    except RuntimeError as err:
+        if not is_collective_failure(err):
+            raise
+        text = str(err).strip()
+        first = text.splitlines()[0] if text else type(err).__name__
+        where = f"rank {os.environ.get('RANK', rank())} of {os.environ.get('WORLD_SIZE', world_size())}"
+        raise error(
+            f"{where}: a collective failed: another rank died or did not answer within "
+            f"{setting}={timeout_s:g} s ({first}); see that rank's log{hint}"
+        ) from None

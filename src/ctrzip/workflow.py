@@ -42,6 +42,10 @@ def train_run(
     train split, a valid or test split without both classes, an existing ``save_to`` (named
     with the settings that differ from the run saved in ``train.out_dir``, when they do).
 
+    Under ``torchrun`` (``WORLD_SIZE > 1``) it joins the process group and trains with
+    ``DistributedTrainer``; the metrics are gathered over all ranks and rank 0 alone logs and
+    saves the artifact (see ``ctrzip.train.distributed``).
+
     Args:
         run: the parsed run file.
         save_to: artifact folder, or None to save nothing.

@@ -53,7 +53,9 @@ def train_cmd(
     """
     from ctrzip import distributed as dist
     from ctrzip.compression.sizes import format_size_report
+    from ctrzip.errors import TrainingError
     from ctrzip.run_config import parse_run_config
+    from ctrzip.train.train_config import TrainConfig
     from ctrzip.workflow import train_run
 
     run = parse_run_config(read_config(config, set_), source=str(config))
@@ -64,8 +66,10 @@ def train_cmd(
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun rank 0 alone prints
     if save_to is None and main_rank:
         console.print("note: no artifact will be saved (set train.out_dir in the run file or pass --out)")
-    try:
-        result = train_run(run, save_to=save_to, overwrite=overwrite)
+    timeout = run.train.get("dist_timeout_s", TrainConfig.dist_timeout_s)
+    try:  # a rank lost while joining, evaluating or saving: one line, like one lost in training
+        with dist.collective_failures("train.dist_timeout_s", timeout, TrainingError):
+            result = train_run(run, save_to=save_to, overwrite=overwrite)
     finally:
         dist.shutdown()
     if not main_rank:

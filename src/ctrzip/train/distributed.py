@@ -319,18 +319,12 @@ class DistributedTrainer(Trainer):
     def _loop(
         self, model: nn.Module, loader: Any, valid: Any, st: _LoopState, out: Path | None, bar: Any
     ) -> None:
-        try:
+        hint = ", then rerun the same command to resume from train.out_dir/last.pt"
+        with dist.collective_failures(
+            "train.dist_timeout_s", self.config.dist_timeout_s, TrainingError, hint
+        ):
             self._sync_start(model, st)
             super()._loop(model, loader, valid, st, out, bar)
-        except RuntimeError as err:
-            if not dist.is_collective_failure(err):
-                raise
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise TrainingError(
-                f"rank {dist.rank()} of {dist.world_size()}: a collective failed: another rank died or did "
-                f"not answer within train.dist_timeout_s={self.config.dist_timeout_s:g} s ({first}); see "
-                "that rank's log, then rerun the same command to resume from train.out_dir/last.pt"
-            ) from None
 
     def _sync_start(self, model: nn.Module, st: _LoopState) -> None:
         """Give every rank rank 0's starting point (fresh or resumed), then wrap in DDP."""
@@ -452,7 +446,8 @@ class DistributedTrainer(Trainer):
     def _restore_best(self, model: nn.Module, out: Path | None) -> None:
         if self._main:
             super()._restore_best(model, out)
-        dist.broadcast_tensors_(list(model.state_dict().values()))
+        with dist.collective_failures("train.dist_timeout_s", self.config.dist_timeout_s, TrainingError):
+            dist.broadcast_tensors_(list(model.state_dict().values()))
 
 
 def print_main(message: str) -> None:
