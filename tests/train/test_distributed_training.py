@@ -167,6 +167,12 @@ def test_rank_slices_union_is_the_single_process_batch(world: int, n: int, bs: i
         assert torch.equal(key.sort().values, ref_key.sort().values)
 
 
+@pytest.mark.parametrize("n,bs,drop_last", [(10, 4, False), (9, 4, False), (10, 4, True), (8, 4, False)])
+def test_global_batch_sizes_are_what_the_loader_yields(n: int, bs: int, drop_last: bool) -> None:
+    ld = ShardedLoader(_split(n, seed=0), bs, shuffle=True, seed=1, drop_last=drop_last, rank=0, world=1)
+    assert ld.global_batch_sizes() == [len(b) for b in ld]
+
+
 def test_an_empty_slice_gets_a_zero_weight_stand_in() -> None:
     split = _split(9, seed=1)  # batch 4: steps of 4, 4 and 1 -> 4 and 5 (merged)
     last = ShardedLoader(split, 4, shuffle=False, seed=0, rank=4, world=5)

@@ -147,6 +147,7 @@ class ShardedLoader:
         self.shuffle = shuffle
         self.seed = seed
         self.device = resolve_device(device)
+        self.drop_last = drop_last
         self.rank = dist.rank() if rank is None else rank
         self.world = dist.world_size() if world is None else world
         self._order = BatchLoader(
@@ -168,7 +169,9 @@ class ShardedLoader:
     def global_batch_sizes(self) -> list[int]:
         """Rows of each global batch of an epoch (the same every epoch)."""
         n, bs, steps = len(self.split), self.batch_size, len(self)
-        return [bs] * (steps - 1) + [n - bs * (steps - 1)] if steps else []
+        if self.drop_last or not steps:
+            return [bs] * steps
+        return [bs] * (steps - 1) + [n - bs * (steps - 1)]  # a short or a merged last batch
 
     def __iter__(self):
         pin = self.device.type == "cuda"
