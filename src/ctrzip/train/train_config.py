@@ -16,7 +16,8 @@ class TrainConfig:
 
     Args:
         epochs: passes over the training split.
-        batch_size: rows per step.
+        batch_size: rows per step; under ``torchrun`` the global batch of all ranks together
+            (see ``ctrzip.train.distributed``).
         lr: Adam learning rate.
         embedding_l2: L2 strength on embedding parameters (FuxiCTR ``embedding_regularizer``).
         weight_l2: L2 strength on all other parameters (FuxiCTR ``net_regularizer``).
