@@ -19,7 +19,7 @@ from ctrzip.data.dataset import EncodedDataset
 from ctrzip.errors import CompressionError
 from ctrzip.models.base import CTRModel
 from ctrzip.train.train_config import History, TrainConfig
-from ctrzip.train.trainer import Trainable, Trainer, evaluate
+from ctrzip.train.trainer import Trainable, Trainer
 
 _MIN_DELTA = 1e-6  # as Trainer: an AUC gain below this is not an improvement
 
@@ -107,7 +107,9 @@ def guarded_finetune(
     def score(m: CTRModel) -> dict[str, float] | None:
         if valid is None:
             return None
-        return evaluate(m, valid, batch_size=eval_batch_size, device=train_config.device)
+        from ctrzip.compression.sharded import sharded_evaluate
+
+        return sharded_evaluate(m, valid, batch_size=eval_batch_size, device=train_config.device)
 
     direct = score(model)
     target = model if fresh is None else fresh
