@@ -1,0 +1,110 @@
+"""What each rank of the 2-process gloo test runs (a module of its own, so spawn can import it).
+
+Every distributed pass of compression is run once on tiny data; each rank saves what it got
+to ``out/rank{r}.pt``. The test computes the single-process results itself and compares.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ctrzip import distributed as d
+from ctrzip.compression import compress
+from ctrzip.compression.budget import BudgetConfig
+from ctrzip.compression.budget.search import BudgetSearch
+from ctrzip.compression.calibrate import IdMaskedMoments
+from ctrzip.compression.mec.method import MECConfig
+from ctrzip.compression.select import mlp_linears
+from ctrzip.compression.sharded import sharded_calibrate, sharded_evaluate
+from ctrzip.compression.stats import RunningMoments
+from ctrzip.data.dataset import EncodedDataset
+from ctrzip.models.base import CTRModel, build_model
+
+from .lowrank._lowrank_data import make_model
+
+BATCH = 40  # 250 valid rows -> 7 batches (the last one partial): 4 on rank 0, 3 on rank 1
+CALIB_MAX_BATCHES = 5  # a cap that cuts the training pass: 3 on rank 0, 2 on rank 1
+MEC_FAST = {"steps": 4, "select_every": 2, "batch_size": 64, "kmeans_iters": 4, "num_negatives": 4}
+
+
+def moment_observers(model: CTRModel) -> dict[str, RunningMoments]:
+    """Every MLP Linear plus the sequence table (padding lookups masked)."""
+    obs: dict[str, RunningMoments] = {fqn: RunningMoments() for fqn in dict(mlp_linears(model))}
+    obs["embedding.tables.tags"] = IdMaskedMoments(0)
+    return obs
+
+
+def mec_model(data: EncodedDataset) -> CTRModel:
+    torch.manual_seed(3)
+    return build_model("deepfm", data.schema, {"embedding_dim": 8, "mlp": [16]}).eval()
+
+
+def mec_config(variant: str) -> MECConfig:
+    extra = MEC_FAST if variant == "mec" else {}
+    return MECConfig.variant(
+        variant,
+        min_vocab=100,
+        num_subspaces=2,
+        codebook_size=16,
+        protocol="none",
+        plugin_per_field=False,
+        eval_batch_size=BATCH,
+        device="cpu",
+        progress=False,
+        **extra,
+    )
+
+
+def budget_config() -> BudgetConfig:
+    return BudgetConfig(max_auc_loss=0.002, calib_rows=1000, batch_size=BATCH, device="cpu")
+
+
+def run_passes(lr_root: Path, mec_root: Path) -> dict[str, Any]:
+    """Every pass under test, in a fixed order (the same in one process and on every rank)."""
+    torch.set_num_threads(1)
+    lr, mec = EncodedDataset.open(lr_root), EncodedDataset.open(mec_root)
+    out: dict[str, Any] = {}
+    model = make_model("deepfm")
+    for key, cap in (("moments", None), ("moments_capped", CALIB_MAX_BATCHES)):
+        obs = sharded_calibrate(
+            model, moment_observers(model), lr["train"], batch_size=BATCH, device=torch.device("cpu"),
+            max_batches=cap,
+        )  # fmt: skip
+        out[key] = {fqn: o.state_dict() for fqn, o in obs.items()}
+    out["valid"] = sharded_evaluate(model, lr["valid"], batch_size=BATCH, device="cpu")
+    search = BudgetSearch(copy.deepcopy(model), lr, budget_config())
+    before, losses, _ = search.calibrate()
+    out["budget_calibration"] = {"before": before, "losses": losses}
+    rep = search.apply(max_auc_loss=0.002)
+    out["budget"] = {k: rep[k] for k in ("plan", "metrics", "bytes", "refine_history")}
+    for variant in ("weighted_kmeans", "mec"):
+        m = mec_model(mec)
+        compress(m, mec_config(variant), mec)
+        table = m.embedding.tables["big"]
+        report = m.compression_log[-1]["report"]
+        out[variant] = {
+            "codes": table.codes.clone(),
+            "state": {k: v.clone() for k, v in m.state_dict().items()},
+            "plugin": report["plugin"],
+            "selected": report["fields"]["big"]["stage1"]["selected"],
+        }
+    return out
+
+
+def worker(rank: int, port: int, lr_root: str, mec_root: str, out_dir: str) -> None:
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    ctx = d.init_from_env(torch.device("cpu"), timeout_s=120)
+    assert ctx is not None and ctx.world_size == 2
+    try:
+        res = run_passes(Path(lr_root), Path(mec_root))
+        res["shard_rows"] = d.batch_shard(250, BATCH)
+        torch.save(res, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
