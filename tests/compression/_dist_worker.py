@@ -96,6 +96,28 @@ def run_passes(lr_root: Path, mec_root: Path) -> dict[str, Any]:
     return out
 
 
+BENCH_SUITE = """\
+description: tiny suite under torchrun
+dense: {embedding_dim: 4, mlp: [8], epochs: 1, lr: 1.0e-2, batch_size: 128}
+timing: {batch_size: 10000, rounds: 1, threads: 1}
+cells:
+  - label: int8 rows
+    steps: [{method: int8, settings: {eval_split: null}}]
+  - label: lowrank mlp
+    steps: [{method: lowrank, settings: {rank: 4, finetune_epochs: 0, batch_size: 40}}]
+"""
+
+
+def run_bench_grid(data: Path, out: Path) -> None:
+    """``BENCH_SUITE`` (a dense model and two cells) over ``data``, results to ``out``."""
+    from ctrzip.bench.runner import run_bench
+    from ctrzip.bench.suite import load_suite
+
+    torch.set_num_threads(1)
+    suite = load_suite(data.parent / "suite.yaml")
+    run_bench([suite], data, ["deepfm"], [0], out, device="cpu", say=lambda _: None)
+
+
 def worker(rank: int, port: int, lr_root: str, mec_root: str, out_dir: str) -> None:
     os.environ.update(
         RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
@@ -105,6 +127,7 @@ def worker(rank: int, port: int, lr_root: str, mec_root: str, out_dir: str) -> N
     try:
         res = run_passes(Path(lr_root), Path(mec_root))
         res["shard_rows"] = d.batch_shard(250, BATCH)
+        run_bench_grid(Path(lr_root), Path(out_dir) / "bench2")
         torch.save(res, Path(out_dir) / f"rank{rank}.pt")
     finally:
         torch.distributed.destroy_process_group()

@@ -7,6 +7,7 @@ moments and AUC are also checked against the plain ``calibrate`` / ``evaluate``.
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from ctrzip import distributed as d
 from ctrzip.compression.calibrate import calibrate
 from ctrzip.compression.sharded import pin_result, shard_split
 from ctrzip.compression.stats import RunningMoments
-from ctrzip.data.dataset import EncodedDataset, SplitArrays
+from ctrzip.data.dataset import EncodedDataset, SplitArrays, save_split
 from ctrzip.data.loader import BatchLoader
 from ctrzip.train.evaluation import evaluate
 
@@ -38,17 +39,21 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], list[dict[str, Any]], Path]:
     root = tmp_path_factory.mktemp("dist")
-    make_dataset(root / "lr", n_train=400, n_valid=250)
+    lr = make_dataset(root / "lr", n_train=400, n_valid=250)
+    save_split(root / "lr", "test", lr["valid"])  # the bench grid measures a test split
+    (root / "suite.yaml").write_text(w.BENCH_SUITE)
     make_mec_dataset(root / "mec", vocab=300, rows=1500)
-    mp.spawn(
-        w.worker, args=(_free_port(), str(root / "lr"), str(root / "mec"), str(root)), nprocs=2, join=True
-    )
-    ranks = [torch.load(root / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    args = (_free_port(), str(root / "lr"), str(root / "mec"), str(root))
+    procs = mp.spawn(w.worker, args=args, nprocs=2, join=False)  # the reference runs meanwhile
     threads = torch.get_num_threads()
     try:
         single = w.run_passes(root / "lr", root / "mec")
+        w.run_bench_grid(root / "lr", root / "bench1")
     finally:
         torch.set_num_threads(threads)
+        while not procs.join():  # raises the error of a rank that failed
+            pass
+    ranks = [torch.load(root / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     return single, ranks, root
 
 
@@ -140,3 +145,27 @@ def test_single_process_helpers_are_identities(tmp_path: Path) -> None:
     assert pin_result(res) is res
     with pytest.raises(ValueError, match="max_batches"):
         d.batch_shard(10, 4, max_batches=0)
+
+
+TIMINGS = ("seconds", "samples_per_s", "lookup_s_per_batch", "speed_vs_dense", "when")
+
+
+def test_bench_grid_under_two_ranks_writes_the_single_process_records(runs) -> None:  # type: ignore[no-untyped-def]
+    _, _, root = runs
+    one = [json.loads(line) for line in (root / "bench1" / "results.jsonl").read_text().splitlines()]
+    two = [json.loads(line) for line in (root / "bench2" / "results.jsonl").read_text().splitlines()]
+    assert [r["method"] for r in two] == ["dense", "int8 rows", "lowrank mlp"]  # rank 0 wrote each once
+    for a, b in zip(one, two, strict=True):
+        same = {k for k in a if not any(t in k for t in TIMINGS)}
+        assert same == {k for k in b if not any(t in k for t in TIMINGS)}
+        if a["method"] != "lowrank mlp":
+            assert {k: a[k] for k in same} == {k: b[k] for k in same}  # AUCs, bytes: exact
+            continue
+        # a PCA of all-reduced moments: the basis may differ in the last bits (sum order)
+        for k in same:
+            if isinstance(a[k], float):
+                assert b[k] == pytest.approx(a[k], abs=1e-4), k
+            else:
+                assert a[k] == b[k], k
+    cached = list((root / "bench2" / "dense").iterdir())
+    assert len(cached) == 1 and (cached[0] / "manifest.json").exists()
