@@ -169,3 +169,35 @@ def test_bench_grid_under_two_ranks_writes_the_single_process_records(runs) -> N
                 assert a[k] == b[k], k
     cached = list((root / "bench2" / "dense").iterdir())
     assert len(cached) == 1 and (cached[0] / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("key", ["cce", "mixed"])
+def test_other_kmeans_fits_equal_single_process(key: str, runs) -> None:  # type: ignore[no-untyped-def]
+    single, ranks, _ = runs
+    want = single[key]
+    for r in ranks:
+        assert r[key]["state"].keys() == want["state"].keys()
+        for k, v in want["state"].items():
+            assert torch.equal(r[key]["state"][k], v), k
+        assert r[key]["metrics"] == want["metrics"]
+
+
+def test_empty_shard_still_combines(runs) -> None:  # type: ignore[no-untyped-def]
+    single, ranks, root = runs
+    split = EncodedDataset.open(root / "lr")["valid"]
+    head = w.shard_free_head(split, 30)
+    want = evaluate(make_model("deepfm"), head, batch_size=w.BATCH, device="cpu")
+    assert want["n"] == 30
+    for r in ranks:
+        assert r["tiny_valid"] == want  # rank 1 scored nothing and still took part
+        for fqn, m in single["tiny_moments"].items():
+            _close(r["tiny_moments"][fqn], m, 1e-10)
+
+
+def test_pinning_gives_every_rank_rank_zeros_values(runs) -> None:  # type: ignore[no-untyped-def]
+    _, ranks, _ = runs
+    for r in ranks:
+        p = r["pinned"]
+        assert torch.equal(p["weight"], torch.ones(2, 3)) and torch.equal(p["bias"], -torch.ones(2))
+        assert p["mask"].tolist() == [True, False] and p["mask"].dtype == torch.bool
+        assert torch.equal(p["codes"], torch.zeros(2, 2, dtype=torch.int64)) and p["note"] == "rank 0"

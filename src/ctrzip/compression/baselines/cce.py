@@ -34,6 +34,7 @@ from ctrzip.compression.sharded import sharded_evaluate
 from ctrzip.config import ConfigError
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.data.loader import resolve_device
+from ctrzip.distributed import broadcast_module_
 from ctrzip.errors import CompressionError
 from ctrzip.models.base import CTRModel
 from ctrzip.nn.embedding.base import EmbeddingTable
@@ -86,6 +87,7 @@ def cluster_rows(table: CCETable, rows: Tensor, iters: int, seed: int) -> None:
     chunks = rows.detach().reshape(v, c, -1).transpose(0, 1)  # [c, V, D / c]
     res = weighted_kmeans(chunks, table.codebook_size, weights=weights, iters=iters, seed=seed)
     table.set_clusters(res.assign.T, res.centroids.to(table.clustered.dtype))
+    broadcast_module_(table)  # under torchrun every rank clustered; all keep rank 0's (CUDA k-means varies)
 
 
 def recluster(table: CCETable, iters: int, seed: int) -> float:
