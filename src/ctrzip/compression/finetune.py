@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ctrzip.compression.sharded import sharded_evaluate
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.errors import CompressionError
 from ctrzip.models.base import CTRModel
@@ -107,8 +108,6 @@ def guarded_finetune(
     def score(m: CTRModel) -> dict[str, float] | None:
         if valid is None:
             return None
-        from ctrzip.compression.sharded import sharded_evaluate
-
         return sharded_evaluate(m, valid, batch_size=eval_batch_size, device=train_config.device)
 
     direct = score(model)
