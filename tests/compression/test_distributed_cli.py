@@ -107,6 +107,18 @@ def test_save_whole_overwrite_keeps_other_files(tmp_path: Path) -> None:
         save_whole(out, net, overwrite=False, encoder=None)
 
 
+def test_save_whole_error_names_the_requested_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(state: object, filename: str, metadata: object = None) -> None:
+        raise OSError(28, "No space left on device", filename)
+
+    monkeypatch.setattr("ctrzip.export.artifact.save_file", full)
+    out = tmp_path / "out"
+    with pytest.raises(ArtifactError) as err:
+        save_whole(out, make_model("deepfm"), overwrite=False, encoder=None)
+    assert str(err.value).startswith(f"{out}/model.safetensors.tmp: cannot write the artifact")
+    assert ".tmp-" not in str(err.value) and list(tmp_path.iterdir()) == []
+
+
 def test_save_whole_leaves_nothing_when_saving_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import ctrzip.export as export
 

@@ -146,8 +146,11 @@ def save_whole(out: Path, net: Any, *, overwrite: bool, encoder: Any) -> Path:
     A new (or empty) ``out`` is written as a hidden sibling folder and renamed into place in
     one step; replacing an existing artifact (``--overwrite``) keeps ``save``'s file-by-file
     atomic replacement, so other files in that folder are left as they are.
+
+    Raises:
+        ArtifactError: as ``save``, naming ``out`` (and its files), never the temporary folder.
     """
-    from ctrzip.export import save
+    from ctrzip.export import ArtifactError, save
 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         return save(out, net, overwrite=overwrite, encoder=encoder)
@@ -157,6 +160,8 @@ def save_whole(out: Path, net: Any, *, overwrite: bool, encoder: Any) -> Path:
     try:
         save(tmp, net, encoder=encoder)
         os.replace(tmp, out)  # an empty folder at out is replaced too
+    except ArtifactError as err:  # name the folder the user asked for, not the temporary one
+        raise ArtifactError(str(err).replace(str(tmp), str(out))) from err
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
