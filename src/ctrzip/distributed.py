@@ -155,18 +155,9 @@ def shard_bounds(n: int, part: int, parts: int) -> tuple[int, int]:
 
 def broadcast_tensors_(tensors: list[Tensor], src: int = 0) -> None:
     """Overwrite every tensor in ``tensors`` (same shapes and dtypes on every rank, any device)
-    with rank ``src``'s values, in place; nothing in one process. NCCL only moves CUDA
-    tensors, so a CPU tensor travels through the default CUDA device there."""
-    if not is_distributed():
-        return
-    cuda = dist.get_backend() == "nccl"
+    with rank ``src``'s values, in place (``broadcast_`` each); nothing in one process."""
     for t in tensors:
-        if cuda and t.device.type != "cuda":
-            moved = t.to("cuda")
-            dist.broadcast(moved, src=src)
-            t.copy_(moved)
-        else:
-            dist.broadcast(t, src=src)
+        broadcast_(t, src)
 
 
 _COLLECTIVE_SIGNS = ("gloo", "nccl", "processgroup", "connection reset", "connection closed", "timed out")
@@ -215,3 +206,63 @@ def collective_failures(
             f"{where}: a collective failed: another rank died or did not answer within "
             f"{setting}={timeout_s:g} s ({first}); see that rank's log{hint}"
         ) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Distributed compression helpers (issue 14, item 2): tensors on the collective's device,
+# in-place broadcasts that pin replicated results to rank 0's, batch-aligned row shards.
+# ---------------------------------------------------------------------------------------------
+
+
+def collective_device() -> torch.device:
+    """Where collective buffers live: the current CUDA device under NCCL, else the CPU."""
+    if is_distributed() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def broadcast_(t: Tensor, src: int = 0) -> Tensor:
+    """Overwrite ``t`` (any shape, dtype and device) with rank ``src``'s values, in place;
+    the identity in one process. Shapes and dtypes must agree across ranks."""
+    if not is_distributed():
+        return t
+    dev = collective_device()
+    buf = t.detach().to(dev).contiguous()
+    as_int = buf.dtype == torch.bool  # gloo and NCCL have no bool broadcast
+    if as_int:
+        buf = buf.to(torch.uint8)
+    dist.broadcast(buf, src=src)
+    with torch.no_grad():
+        t.copy_(buf.to(t.dtype) if as_int else buf)
+    return t
+
+
+def broadcast_module_(module: torch.nn.Module, src: int = 0) -> torch.nn.Module:
+    """Every parameter and buffer of ``module`` set to rank ``src``'s, in place (identity in
+    one process): pins a module that each rank fitted itself (k-means on CUDA uses atomic
+    adds, so replicas can differ in the last bits) to one copy."""
+    if is_distributed():
+        for t in (*module.parameters(), *module.buffers()):
+            broadcast_(t.data, src)
+    return module
+
+
+def batch_shard(n: int, batch_size: int, max_batches: int | None = None) -> tuple[int, int]:
+    """``[start, stop)`` rows of this rank's share of a pass over ``n`` rows in batches of
+    ``batch_size`` (the first ``max_batches`` batches only, when given).
+
+    Whole batches are shared out (``shard_bounds`` over the batch count), so every rank's
+    batches are exactly the ones a single process would form: per-row outputs match bit for
+    bit and only the cross-rank sum order differs.
+
+    Raises:
+        ValueError: ``batch_size < 1`` or ``max_batches < 1``.
+    """
+    if batch_size < 1 or (max_batches is not None and max_batches < 1):
+        raise ValueError(f"batch_size ({batch_size}) and max_batches ({max_batches}) must be >= 1")
+    batches = -(-n // batch_size)
+    if max_batches is not None:
+        batches = min(batches, max_batches)
+    first, last = shard_bounds(batches, rank(), world_size())
+    limit = min(n, batches * batch_size)
+    return min(first * batch_size, limit), min(last * batch_size, limit)

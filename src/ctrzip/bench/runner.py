@@ -6,6 +6,10 @@ the paired control (spec/PROTOCOL.md 1; fine-tuning suites carry their fine-tune
 control as a cell of their own). One JSON line per cell goes to ``OUT/results.jsonl``
 (:mod:`ctrzip.bench.records`); a cell whose key (data, model, suite, label, seed, settings
 hash) is already there is skipped, so an interrupted run resumes where it stopped.
+
+Under ``torchrun`` every rank runs the grid (training and compression share their passes
+out, ``ctrzip.compression.sharded``); rank 0 alone writes the cache, the records and times
+throughput, and the others receive what it decided (cached or not, the timings).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 
 import torch
 
+from ctrzip import distributed as dist
 from ctrzip.bench.provenance import provenance
 from ctrzip.bench.records import append_record, read_records, repair
 from ctrzip.bench.suite import Cell, DenseSection, FinetuneStep, Suite, TimingSection, build_config, cell_hash
@@ -72,7 +77,7 @@ def metrics(
     model: Any, data: EncodedDataset, device: str, splits: Sequence[str] = ("valid", "test")
 ) -> dict[str, float]:
     """``{split}_auc`` and ``{split}_logloss`` of each split."""
-    from ctrzip.train.trainer import evaluate
+    from ctrzip.compression.sharded import sharded_evaluate as evaluate
 
     out: dict[str, float] = {}
     for split in splits:
@@ -96,13 +101,21 @@ def throughput(model: Any, dense: Any, data: EncodedDataset, timing: TimingSecti
     """CPU samples/s of ``model`` and ``dense`` at ``timing.batch_size`` rows (the test split's
     first batch), interleaved over ``timing.rounds`` (spec/PROTOCOL.md 5): medians and the
     median of the per-round ratios; the same for the embedding lookup alone (seconds per
-    batch). Both models are left on the CPU, in eval mode."""
+    batch). Both models are left on the CPU, in eval mode (under torchrun rank 0 times them
+    and every rank returns its numbers)."""
+    if timing.rounds == 0:
+        return {}
+    if dist.is_distributed():  # one timer on the machine: rank 0 times, the others wait
+        got = _throughput(model, dense, data, timing) if dist.is_main() else None
+        return dist.broadcast_object(got)
+    return _throughput(model, dense, data, timing)
+
+
+def _throughput(model: Any, dense: Any, data: EncodedDataset, timing: TimingSection) -> dict[str, Any]:
     from ctrzip.bench.timing import time_forward
     from ctrzip.data.loader import BatchLoader
     from ctrzip.nn.embedding.field import FieldEmbedding
 
-    if timing.rounds == 0:
-        return {}
     batch = next(iter(BatchLoader(data["test"], batch_size=timing.batch_size)))
     kw = {"warmup": 1, "repeats": 2, "threads": timing.threads, "device": "cpu"}
     same = model is dense
@@ -199,18 +212,20 @@ def dense_model(
     from ctrzip.export.artifact import read_manifest
 
     path = _dense_dir(out, tag, name, seed, suite)
-    if (path / "manifest.json").exists():
+    if dist.broadcast_object((path / "manifest.json").exists()):  # rank 0's view: it writes
         model = load(path).eval()
         extra = read_manifest(path).get("extra") or {}
         train_s, epochs = float(extra["train_seconds"]), int(extra["epochs"])
     else:
         model, train_s = train_dense(name, data, seed, suite.dense, device, progress=False)
         epochs = suite.dense.epochs
-        tmp = path.with_name(path.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(path, ignore_errors=True)  # a folder without a manifest: not a finished save
-        save(tmp, model.cpu(), extra={"train_seconds": train_s, "epochs": epochs, "seed": seed})
-        tmp.rename(path)
+        if dist.is_main():
+            tmp = path.with_name(path.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(path, ignore_errors=True)  # a folder without a manifest: not a finished save
+            save(tmp, model.cpu(), extra={"train_seconds": train_s, "epochs": epochs, "seed": seed})
+            tmp.rename(path)
+        dist.barrier()
     model = model.cpu().eval()
     return DenseModel(
         model,
@@ -352,10 +367,12 @@ def run_bench(
         if epochs < 1:
             raise ConfigError(f"--epochs must be >= 1, got {epochs}")
         suites = [dataclasses.replace(s, dense=dataclasses.replace(s.dense, epochs=epochs)) for s in suites]
-    out.mkdir(parents=True, exist_ok=True)
     path = out / RESULTS
-    if repair(path):
-        say(f"{path}: cut a torn last line (a cell killed while written); that cell runs again")
+    if dist.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        if repair(path):
+            say(f"{path}: cut a torn last line (a cell killed while written); that cell runs again")
+    dist.barrier()  # every rank reads the repaired results before rank 0 appends
     old = [r for r in read_records(path) if "settings_hash" in r]
     done = {cell_key(r) for r in old}
     # the same steps in another suite (a shared fine-tuned dense control): measured once
@@ -398,7 +415,8 @@ def run_bench(
             rec = {k: v for k, v in twin.items() if k != "control"}  # this suite names its own
             if cell is not None and cell.control is not None:
                 rec["control"] = cell.control
-            append_record(path, {**rec, "suite": key[2], "copied_from_suite": twin["suite"]})
+            if dist.is_main():
+                append_record(path, {**rec, "suite": key[2], "copied_from_suite": twin["suite"]})
             finished += 1
             say(f"[{finished}/{total}] {name} s{seed} {key[2]}/{key[3]}: as in {twin['suite']}, copied")
             continue
@@ -440,7 +458,8 @@ def run_bench(
                 f"{rec['bytes'] / 2**20:.3f} MB, {rec['ratio']:.2f}x{proj}, {seconds:.1f} s"
             )
         rec["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        append_record(path, rec)
+        if dist.is_main():
+            append_record(path, rec)
         same[_same_key(rec)] = rec
         ran += 1
         finished += 1

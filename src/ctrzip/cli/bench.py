@@ -7,8 +7,10 @@ from typing import Optional
 
 import typer
 
+from ctrzip import distributed as dist
 from ctrzip.bench.suite import SUITES
 from ctrzip.cli._common import checked_device, console
+from ctrzip.cli._distributed import torchrun_group
 from ctrzip.config import ConfigError
 
 
@@ -38,7 +40,8 @@ def bench_cmd(
     """Run a benchmark suite: every (model, cell, seed) not yet in OUT/results.jsonl.
 
     The dense model of each (model, seed) is trained once and cached in OUT/dense; each cell
-    applies its method to a copy. Rerun the same command to resume an interrupted run.
+    applies its method to a copy. Rerun the same command to resume an interrupted run. Under
+    ``torchrun --nproc-per-node N`` rank 0 alone writes results, cache and report.
     """
     from ctrzip.bench.runner import run_bench
     from ctrzip.bench.suite import load_suites
@@ -47,19 +50,20 @@ def bench_cmd(
         raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     checked_device(device)
     suites = load_suites(suite)
-    path = run_bench(
-        suites,
-        data,
-        _models(models),
-        list(range(seeds)),
-        out,
-        epochs=epochs,
-        device=device,
-        tag=tag,
-        say=console.print,
-    )
-    if report:
-        _report(path.parent, path.parent)
+    with torchrun_group(device):  # under torchrun: passes shared out, rank 0 writes
+        path = run_bench(
+            suites,
+            data,
+            _models(models),
+            list(range(seeds)),
+            out,
+            epochs=epochs,
+            device=device,
+            tag=tag,
+            say=console.print,
+        )
+        if report and dist.is_main():
+            _report(path.parent, path.parent)
 
 
 def report_cmd(

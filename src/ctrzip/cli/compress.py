@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
+import shutil
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
+from ctrzip import distributed as dist
 from ctrzip.cli._common import checked_schema, checked_split, console, print_table, read_config, saved_line
+from ctrzip.cli._distributed import device_of, main_rank_only, torchrun_group
 from ctrzip.compression import METHODS
 from ctrzip.compression.mec.method import VARIANTS, MECConfig
 from ctrzip.config import ConfigError, from_dict
@@ -68,14 +72,11 @@ def compress_cmd(
 
     --out must not exist yet (or be empty); an existing artifact there (the --model itself
     included) is replaced only with --overwrite. --budget-mb B (or --max-auc-loss L) is
-    --method budget --set mb=B (max_auc_loss=L).
+    --method budget --set mb=B (max_auc_loss=L). Under ``torchrun --nproc-per-node N`` the
+    calibration and validation passes are shared out over the ranks (results equal to one
+    process's) and rank 0 alone prints and writes the artifact.
     """
-    from ctrzip.compression import compress
-    from ctrzip.compression.sizes import size_report
-    from ctrzip.data.dataset import EncodedDataset
-    from ctrzip.export import check_destination, load, save
-    from ctrzip.export.encoder_files import of_dataset
-    from ctrzip.train.trainer import evaluate
+    from ctrzip.export import check_destination
 
     if not overwrite and out.resolve() == model.resolve():
         raise ConfigError(
@@ -95,6 +96,20 @@ def compress_cmd(
     raw = read_config(config, set_)
     cfg = method_config(method, raw, source=str(config) if config else method)
     check_ignored_settings(cfg, raw, list(set_ or []), str(config) if config else method)
+    with torchrun_group(device_of(cfg)):
+        dist.barrier()  # every rank has checked --out before rank 0 can write it
+        _compress(main_rank_only(cfg), method, model, data, out, overwrite)
+
+
+def _compress(cfg: Any, method: str, model: Path, data: Path, out: Path, overwrite: bool) -> None:
+    """Load, compress, report and (rank 0) save: the body of ``compress_cmd``."""
+    from ctrzip.compression import compress
+    from ctrzip.compression.sharded import sharded_evaluate as evaluate
+    from ctrzip.compression.sizes import size_report
+    from ctrzip.data.dataset import EncodedDataset
+    from ctrzip.export import load
+    from ctrzip.export.encoder_files import of_dataset
+
     net = load(model)
     ds = EncodedDataset.open(data)
     checked_schema(net, ds, model, data)
@@ -119,8 +134,37 @@ def compress_cmd(
             f"no artifact written to {out}"
         )
     # the --model was read into memory: replacing it is safe; the encoder comes from --data
-    save(out, net, overwrite=overwrite, encoder=of_dataset(ds))
+    if dist.is_main():
+        save_whole(out, net, overwrite=overwrite, encoder=of_dataset(ds))
+    dist.barrier()  # no rank reports success before the artifact is there
     console.print(saved_line("compressed artifact", out))
+
+
+def save_whole(out: Path, net: Any, *, overwrite: bool, encoder: Any) -> Path:
+    """``ctrzip.export.save`` so that a crash never leaves a half-written artifact at ``out``.
+
+    A new (or empty) ``out`` is written as a hidden sibling folder and renamed into place in
+    one step; replacing an existing artifact (``--overwrite``) keeps ``save``'s file-by-file
+    atomic replacement, so other files in that folder are left as they are.
+
+    Raises:
+        ArtifactError: as ``save``, naming ``out`` (and its files), never the temporary folder.
+    """
+    from ctrzip.export import ArtifactError, save
+
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        return save(out, net, overwrite=overwrite, encoder=encoder)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        save(tmp, net, encoder=encoder)
+        os.replace(tmp, out)  # an empty folder at out is replaced too
+    except ArtifactError as err:  # name the folder the user asked for, not the temporary one
+        raise ArtifactError(str(err).replace(str(tmp), str(out))) from err
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 
 def ignored_settings(cfg: Any) -> dict[str, str]:

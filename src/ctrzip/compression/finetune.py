@@ -15,11 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ctrzip.compression.sharded import sharded_evaluate
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.errors import CompressionError
 from ctrzip.models.base import CTRModel
 from ctrzip.train.train_config import History, TrainConfig
-from ctrzip.train.trainer import Trainable, Trainer, evaluate
+from ctrzip.train.trainer import Trainable, Trainer
 
 _MIN_DELTA = 1e-6  # as Trainer: an AUC gain below this is not an improvement
 
@@ -107,7 +108,7 @@ def guarded_finetune(
     def score(m: CTRModel) -> dict[str, float] | None:
         if valid is None:
             return None
-        return evaluate(m, valid, batch_size=eval_batch_size, device=train_config.device)
+        return sharded_evaluate(m, valid, batch_size=eval_batch_size, device=train_config.device)
 
     direct = score(model)
     target = model if fresh is None else fresh

@@ -77,12 +77,12 @@ def swap_and_report(
     Returns:
         ``{"targets", "relative_error", "metrics", "bytes", "ratio"}`` (see ``compression.api``).
     """
-    from ctrzip.train import evaluate
+    from ctrzip.compression.sharded import sharded_evaluate
 
     def score() -> dict[str, float] | None:
         if data is None or eval_split is None:
             return None
-        return evaluate(model, data[eval_split], batch_size=batch_size, device=device)
+        return sharded_evaluate(model, data[eval_split], batch_size=batch_size, device=device)
 
     before = stored_bytes(model)
     metrics = MetricsReport(before=score())

@@ -61,6 +61,34 @@ class RunningMoments:
         self.s2 += other.s2.to(self.s2.device)
         return self
 
+    def all_reduce_(self) -> RunningMoments:
+        """Sum ``n``, ``s1`` and ``s2`` over the ranks of the process group, in place (a no-op in
+        one process); returns self. Every rank must call it; a rank that saw no rows (an empty
+        shard) contributes zeros. The sums travel as one float64 buffer, so ``n`` is exact up
+        to 2^53 rows.
+
+        Raises:
+            ValueError: ranks disagree on the width, or no rank knows it.
+        """
+        from ctrzip import distributed as dist
+
+        if not dist.is_distributed():
+            return self
+        dev = dist.collective_device()
+        widths = dist.all_gather_rows(torch.tensor([self.dim if self.dim is not None else -1], device=dev))
+        known = {int(w) for w in widths.tolist() if w >= 0}
+        if len(known) != 1:
+            raise ValueError(f"RunningMoments.all_reduce_: ranks have widths {sorted(known)} (need one)")
+        d = known.pop()
+        self._ensure(d, dev if self.s1 is None else self.s1.device)
+        assert self.s1 is not None and self.s2 is not None
+        n = torch.tensor([float(self.n)], dtype=torch.float64, device=dev)
+        buf = dist.all_reduce_sum_(torch.cat([n, self.s1.to(dev), self.s2.to(dev).flatten()]))
+        self.n = int(buf[0].item())
+        self.s1 = buf[1 : 1 + d].to(self.s1.device).clone()
+        self.s2 = buf[1 + d :].reshape(d, d).to(self.s2.device).clone()
+        return self
+
     def _require(self) -> tuple[Tensor, Tensor]:
         if self.n == 0 or self.s1 is None or self.s2 is None:
             raise RuntimeError("RunningMoments has seen no data")

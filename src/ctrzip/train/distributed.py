@@ -45,9 +45,8 @@ from ctrzip.data.batch import Batch
 from ctrzip.data.dataset import SplitArrays
 from ctrzip.data.loader import BatchLoader, resolve_device
 from ctrzip.errors import TrainingError
-from ctrzip.train.checks import check_device, check_labels, has_batch_norm
-from ctrzip.train.evaluation import _sigmoid, evaluate
-from ctrzip.train.metrics import auc, logloss
+from ctrzip.train.checks import check_device, has_batch_norm
+from ctrzip.train.evaluation import evaluate
 from ctrzip.train.train_config import History, TrainConfig
 from ctrzip.train.trainer import Trainer, _LoopState
 
@@ -207,9 +206,10 @@ def _as_split(data: Any, what: str) -> SplitArrays:
 def evaluate_sharded(
     model: nn.Module, split: SplitArrays, *, batch_size: int, device: str | torch.device, name: str
 ) -> dict[str, float]:
-    """``evaluate`` over all ranks: each rank predicts its contiguous shard of ``split``, the
-    logits and labels are gathered (float64, in row order) and AUC/logloss are computed on the
-    whole split on every rank, equal to one process's result up to float rounding.
+    """``evaluate`` over all ranks: each rank scores whole batches of ``split``, the logits and
+    labels are gathered in row order and AUC/logloss computed on the whole split on every rank,
+    equal to one process's result (``ctrzip.compression.sharded.sharded_evaluate``, the one
+    implementation both training and compression use).
 
     Returns:
         ``{"auc", "logloss", "n"}`` (``n``: rows of the whole split).
@@ -217,25 +217,9 @@ def evaluate_sharded(
     Raises:
         TrainingError: the split is empty or has one class (names ``name``).
     """
-    dev = check_device(device, "device")
-    a, b = dist.shard_bounds(len(split), dist.rank(), dist.world_size())
-    part = SplitArrays(split.sparse[a:b], split.dense[a:b], split.label[a:b])
-    model.to(dev)
-    was_training = model.training
-    model.eval()
-    z = [torch.zeros(0, dtype=torch.float64, device=dev)]
-    y = [torch.zeros(0, dtype=torch.float64, device=dev)]
-    try:
-        with torch.no_grad():
-            for batch in BatchLoader(part, batch_size, shuffle=False, device=dev):
-                z.append(model(batch).double())
-                y.append(batch.label.double())
-    finally:
-        model.train(was_training)
-    logits = dist.all_gather_rows(torch.cat(z)).cpu().numpy()
-    labels = dist.all_gather_rows(torch.cat(y)).cpu().numpy()
-    check_labels(labels, name)
-    return {"auc": auc(labels, logits), "logloss": logloss(labels, _sigmoid(logits)), "n": float(labels.size)}
+    from ctrzip.compression.sharded import sharded_evaluate
+
+    return sharded_evaluate(model, split, batch_size=batch_size, device=device, name=name)
 
 
 def evaluate_split(

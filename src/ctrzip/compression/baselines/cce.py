@@ -30,14 +30,15 @@ from ctrzip.compression.api import register_method
 from ctrzip.compression.baselines.common import BaselineConfig, TableBaseline
 from ctrzip.compression.lowrank.factorized import evaluate_and_finetune
 from ctrzip.compression.mec.kmeans import weighted_kmeans
+from ctrzip.compression.sharded import sharded_evaluate
 from ctrzip.config import ConfigError
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.data.loader import resolve_device
+from ctrzip.distributed import broadcast_module_
 from ctrzip.errors import CompressionError
 from ctrzip.models.base import CTRModel
 from ctrzip.nn.embedding.base import EmbeddingTable
 from ctrzip.nn.embedding.cce import CCETable, cce_bytes
-from ctrzip.train.trainer import evaluate
 
 
 @dataclass
@@ -86,6 +87,7 @@ def cluster_rows(table: CCETable, rows: Tensor, iters: int, seed: int) -> None:
     chunks = rows.detach().reshape(v, c, -1).transpose(0, 1)  # [c, V, D / c]
     res = weighted_kmeans(chunks, table.codebook_size, weights=weights, iters=iters, seed=seed)
     table.set_clusters(res.assign.T, res.centroids.to(table.clustered.dtype))
+    broadcast_module_(table)  # under torchrun every rank clustered; all keep rank 0's (CUDA k-means varies)
 
 
 def recluster(table: CCETable, iters: int, seed: int) -> float:
@@ -164,7 +166,7 @@ class CCE(TableBaseline[CCEConfig]):
             if cfg.finetune_epochs > 0:
                 rep.update(evaluate_and_finetune(model, data, cfg, device))
             elif data is not None and cfg.eval_split is not None:
-                rep["direct"] = evaluate(
+                rep["direct"] = sharded_evaluate(
                     model, data[cfg.eval_split], batch_size=cfg.batch_size, device=device
                 )
             final = rep.get("finetuned", rep.get("direct"))

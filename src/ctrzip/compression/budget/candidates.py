@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ctrzip.compression.mec.kmeans import weighted_kmeans
+from ctrzip.distributed import broadcast_module_
 from ctrzip.errors import CompressionError
 from ctrzip.nn.embedding.banded import BandedTable
 from ctrzip.nn.embedding.bands import BandSpec, validate_plan
@@ -89,8 +90,10 @@ def table_candidates(
     pad = getattr(table, "padding_idx", 0)
     out = [Candidate("float", table.nbytes(), 0.0, None)]
 
-    def add(name: str, make: Callable[[], nn.Module]) -> None:
+    def add(name: str, make: Callable[[], nn.Module], fitted: bool = False) -> None:
         mod = make()
+        if fitted:  # k-means: every rank fitted it; all keep rank 0's (CUDA scatter-adds vary)
+            broadcast_module_(mod)
         nbytes = mod.nbytes()  # type: ignore[operator]
         if nbytes < out[0].nbytes:  # built once: calibration and the final swap reuse it
             err = weighted_error(weight, mod.materialize(), counts)  # type: ignore[operator]
@@ -102,14 +105,14 @@ def table_candidates(
     for m, k in pq:
         if d % m == 0 and k < v - 2:
             fit = _fit_pq(weight, counts, m, k, seed)
-            add(f"pq M={m} K={k}", lambda fit=fit: PQTable.from_dense(table, fit))
+            add(f"pq M={m} K={k}", lambda fit=fit: PQTable.from_dense(table, fit), fitted=True)
     for share in bands:
         for name, plan in band_plans(v, counts, share):
             try:
                 validate_plan(plan, v, d, name)
             except CompressionError:
                 continue  # e.g. a tail smaller than its codebook: not a candidate here
-            add(name, lambda plan=plan: BandedTable.from_dense(weight, counts, plan, pad))
+            add(name, lambda plan=plan: BandedTable.from_dense(weight, counts, plan, pad), fitted=True)
     return out
 
 
@@ -204,7 +207,7 @@ def codebook_candidate(
     except CompressionError:
         return None
     pad = getattr(table, "padding_idx", 0)
-    mod = BandedTable.from_dense(weight, counts.to(weight.device), plan, pad)
+    mod = broadcast_module_(BandedTable.from_dense(weight, counts.to(weight.device), plan, pad))
     if mod.nbytes() >= table.nbytes() // 2:  # not even smaller than fp16 rows: no use
         return None
     err = weighted_error(weight, mod.materialize(), counts.to(weight.device))

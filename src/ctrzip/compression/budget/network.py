@@ -23,10 +23,9 @@ import torch
 from torch import nn
 
 from ctrzip.compression.budget.candidates import Candidate
-from ctrzip.compression.calibrate import calibrate
+from ctrzip.compression.sharded import sharded_calibrate
 from ctrzip.compression.stats import PCAResult, RunningMoments, pca
 from ctrzip.data.dataset import SplitArrays
-from ctrzip.data.loader import BatchLoader
 from ctrzip.nn.int8_linear import Int8Linear
 from ctrzip.nn.lowrank_linear import LowRankLinear
 
@@ -39,9 +38,10 @@ def module_bytes(module: nn.Module) -> int:
 def output_pcas(
     model: nn.Module, fqns: Sequence[str], rows: SplitArrays, batch_size: int, device: torch.device
 ) -> dict[str, PCAResult]:
-    """PCA of each Linear's outputs over ``rows`` (float64 moments, one pass)."""
+    """PCA of each Linear's outputs over ``rows`` (float64 moments, one pass; under torchrun
+    each rank observes its share of the batches and the moments are all-reduced)."""
     observers = {fqn: RunningMoments() for fqn in fqns}
-    calibrate(model, observers, BatchLoader(rows, batch_size=batch_size, shuffle=False, device=device))
+    sharded_calibrate(model, observers, rows, batch_size=batch_size, device=device)
     return {fqn: pca(obs) for fqn, obs in observers.items()}
 
 

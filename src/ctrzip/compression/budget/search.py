@@ -22,6 +22,7 @@ from ctrzip.compression.budget.allocate import (
 )
 from ctrzip.compression.budget.candidates import Candidate
 from ctrzip.compression.budget.targets import Target, build_targets, head_rows
+from ctrzip.compression.sharded import sharded_evaluate
 from ctrzip.compression.sizes import size_report
 from ctrzip.data.dataset import EncodedDataset, SplitArrays
 from ctrzip.data.loader import resolve_device
@@ -66,9 +67,8 @@ class BudgetSearch:
         self._calibrated: tuple[dict[str, float], dict[str, list[float]], list[Plan]] | None = None
 
     def _evaluate(self, split: SplitArrays) -> dict[str, float]:
-        from ctrzip.train import evaluate
-
-        return evaluate(self.model, split, batch_size=self.cfg.batch_size, device=self.device)
+        # the validation passes: each rank its share of the batches, AUC on the gathered rows
+        return sharded_evaluate(self.model, split, batch_size=self.cfg.batch_size, device=self.device)
 
     def check_budget(self, mb: float) -> None:
         """Raises ``CompressionError`` naming the smallest reachable size when ``mb`` is below it."""

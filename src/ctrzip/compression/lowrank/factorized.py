@@ -34,7 +34,7 @@ from ctrzip.compression.sizes import stored_bytes
 from ctrzip.config import ConfigError
 from ctrzip.data.batch import Batch
 from ctrzip.data.dataset import EncodedDataset
-from ctrzip.data.loader import BatchLoader, resolve_device
+from ctrzip.data.loader import resolve_device
 from ctrzip.data.schema import FeatureSchema
 from ctrzip.errors import CompressionError
 from ctrzip.models.base import CTRModel
@@ -273,9 +273,6 @@ class FactorizedMethod(CompressionMethod[C], Generic[C]):
         }
         return report
 
-    def loader(self, data: EncodedDataset, split: str, device: torch.device) -> BatchLoader:
-        return BatchLoader(data[split], batch_size=self.config.batch_size, shuffle=False, device=device)
-
 
 def check_data(method: str, cfg: StepOptions, data: EncodedDataset | None) -> None:
     """Refuse, before any module is swapped, a fine-tune or evaluation the data cannot serve.
@@ -302,12 +299,12 @@ def check_data(method: str, cfg: StepOptions, data: EncodedDataset | None) -> No
 def _evaluate(
     model: CTRModel, data: EncodedDataset | None, cfg: StepOptions, device: torch.device
 ) -> dict[str, float] | None:
-    from ctrzip.train import evaluate
+    from ctrzip.compression.sharded import sharded_evaluate
 
     if data is None or cfg.eval_split is None:
         return None
     split = split_or_error(data, cfg.eval_split, "eval_split names it")
-    return evaluate(model, split, batch_size=cfg.batch_size, device=device)
+    return sharded_evaluate(model, split, batch_size=cfg.batch_size, device=device)
 
 
 def evaluate_and_finetune(

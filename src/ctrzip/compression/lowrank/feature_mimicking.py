@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ctrzip.compression.api import TargetDecision, register_method
-from ctrzip.compression.calibrate import IdMaskedMoments, calibrate
+from ctrzip.compression.calibrate import IdMaskedMoments
 from ctrzip.compression.finetune import split_or_error
 from ctrzip.compression.lowrank.factorized import (
     FactorizedMethod,
@@ -26,6 +26,7 @@ from ctrzip.compression.lowrank.factorized import (
     table_decision,
 )
 from ctrzip.compression.select import linears_by_glob, mlp_linears, tables
+from ctrzip.compression.sharded import sharded_calibrate
 from ctrzip.compression.shrink import explicit_names, refuse_listed
 from ctrzip.compression.stats import PCAResult, RunningMoments, choose_rank, pca, table_moments
 from ctrzip.config import ConfigError
@@ -201,10 +202,12 @@ class LowRank(FactorizedMethod[LowRankConfig]):
         data = _require_train(data, "MLP calibration")
         device = resolve_device(cfg.device)
         observers = {fqn: RunningMoments() for fqn in targets}
-        calibrate(
+        sharded_calibrate(  # each rank its share of the batches; float64 sums all-reduced
             model,
             observers,
-            self.loader(data, "train", device),
+            data["train"],
+            batch_size=cfg.batch_size,
+            device=device,
             max_batches=cfg.calib_max_batches,
             progress=cfg.progress,
         )
@@ -267,10 +270,12 @@ class LowRank(FactorizedMethod[LowRankConfig]):
             f"embedding.tables.{name}": IdMaskedMoments(0 if schema[name].kind == "sequence" else None)
             for name in targets
         }
-        calibrate(
+        sharded_calibrate(
             model,
             observers,
-            self.loader(data, "train", device),
+            data["train"],
+            batch_size=cfg.batch_size,
+            device=device,
             max_batches=cfg.calib_max_batches,
             progress=cfg.progress,
         )

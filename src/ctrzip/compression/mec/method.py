@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
+from ctrzip import distributed as dist
 from ctrzip.compression.api import CompressionMethod, register_method
 from ctrzip.compression.finetune import split_or_error
 from ctrzip.compression.mec.diagnostics import as_tensor_counts, code_diagnostics, summarize
@@ -36,6 +37,7 @@ from ctrzip.compression.mec.stage2 import (
     first_order_table,
     retrain,
 )
+from ctrzip.compression.sharded import pin_result, sharded_evaluate
 from ctrzip.compression.shrink import (
     module_bytes,
     require_some,
@@ -185,8 +187,6 @@ class MEC(CompressionMethod[MECConfig]):
     """Stage 1 per field, swap, plug-in AUC, stage-2 protocol; returns a JSON-able report."""
 
     def run(self, model: CTRModel, data: EncodedDataset | None) -> dict[str, Any]:
-        from ctrzip.train import evaluate
-
         if data is None:
             raise CompressionError(
                 f"{self.key} needs an encoded dataset (training counts, a train and a valid split): "
@@ -201,7 +201,7 @@ class MEC(CompressionMethod[MECConfig]):
             split_or_error(data, "train", f"protocol {cfg.protocol!r} trains on it")
 
         def score() -> dict[str, float]:
-            return evaluate(model, valid, batch_size=cfg.eval_batch_size, device=dev)
+            return sharded_evaluate(model, valid, batch_size=cfg.eval_batch_size, device=dev)
 
         decisions = field_decisions(model, cfg, self.key)
         require_some(self.key, decisions, "lower min_vocab or codebook_size, or list fields that can shrink")
@@ -215,7 +215,7 @@ class MEC(CompressionMethod[MECConfig]):
         report["base"] = score()
         lr_tables = first_order_embeddings(model)
         swaps: list[tuple[str, EmbeddingTable]] = []
-        with ProgressBars(cfg.progress) as bars:
+        with ProgressBars(cfg.progress and dist.is_main()) as bars:
             for name in chosen:
                 field_report, new = self._quantize_field(model, name, data, lr_tables, dev, bars)
                 if cfg.plugin_per_field:  # this field alone on codes
@@ -297,8 +297,6 @@ class MEC(CompressionMethod[MECConfig]):
     ) -> tuple[dict[str, Any], list[tuple[str, EmbeddingTable]]]:
         """Stage 1 on the real ids of one field; returns its report and the tables to swap in
         as ``(fqn, table)``."""
-        from ctrzip.train import evaluate
-
         cfg = self.config
         fqn = f"embedding.tables.{name}"
         table: EmbeddingTable = model.embedding.tables[name]  # type: ignore[assignment]
@@ -315,7 +313,8 @@ class MEC(CompressionMethod[MECConfig]):
                 trial[1 : v - 1] = decoded
                 old = _swap(model, [(fqn, DenseTable.from_tensor(trial).to(dev))])
                 try:
-                    return evaluate(model, data["valid"], batch_size=cfg.eval_batch_size, device=dev)["auc"]
+                    valid = data["valid"]
+                    return sharded_evaluate(model, valid, batch_size=cfg.eval_batch_size, device=dev)["auc"]
                 finally:
                     _swap(model, old)
 
@@ -330,6 +329,7 @@ class MEC(CompressionMethod[MECConfig]):
             bars=bars,
             label=f"stage 1 {name}",
         )
+        res = pin_result(res)  # every rank fitted the field; all keep rank 0's codes (CUDA k-means varies)
         codes = torch.zeros(v, cfg.num_subspaces, dtype=torch.long, device=dev)
         codes[1 : v - 1] = res.codes
         pq = PQTable.from_dense(table, PQFit(codes, res.codebooks, res.layout, res.bias)).to(dev)

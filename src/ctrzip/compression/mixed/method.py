@@ -16,6 +16,7 @@ from ctrzip.compression.api import CompressionMethod, TargetDecision, register_m
 from ctrzip.compression.posttraining import PostTrainingOptions, swap_and_report
 from ctrzip.data.dataset import EncodedDataset
 from ctrzip.data.loader import resolve_device
+from ctrzip.distributed import broadcast_module_
 from ctrzip.errors import CompressionError
 from ctrzip.models.base import CTRModel
 from ctrzip.nn.embedding.banded import BandedTable
@@ -110,9 +111,10 @@ class Mixed(CompressionMethod[MixedConfig]):
             def make(old: Any) -> BandedTable:
                 counts = data.counts[name] if cfg.use_counts and data is not None else None
                 pad = getattr(old, "padding_idx", 0)
-                return BandedTable.from_dense(
+                table = BandedTable.from_dense(
                     old.materialize().float(), counts, cfg.plans[name], pad, name=name
                 )
+                return broadcast_module_(table)  # k-means bands: every rank keeps rank 0's fit
 
             return make
 
