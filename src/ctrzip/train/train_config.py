@@ -44,6 +44,12 @@ class TrainConfig:
         shuffle: shuffle training batches.
         progress: draw a progress bar with samples/s and ETA.
         deterministic: deterministic kernels on CPU (same seed -> same weights).
+        data_placement: where the training and validation splits live while training:
+            ``stream`` (batches gathered from the memory map by a background thread, pinned
+            and copied on CUDA), ``resident`` (each split copied to the training device once;
+            refused with a ``ConfigError`` when it does not fit in 90% of the free memory) or
+            ``auto`` (resident on CUDA when a split takes at most half the free GPU memory,
+            else stream; stream on CPU). Batches and results are the same for every choice.
     """
 
     epochs: int = 2
@@ -67,6 +73,7 @@ class TrainConfig:
     shuffle: bool = True
     progress: bool = True
     deterministic: bool = True
+    data_placement: Literal["auto", "resident", "stream"] = "auto"
 
     def __post_init__(self) -> None:
         checks = {
@@ -85,6 +92,9 @@ class TrainConfig:
             "max_steps must be >= 1 or null": self.max_steps is None or self.max_steps >= 1,
             "amp must be off, bf16 or fp16": self.amp in ("off", "bf16", "fp16"),
             f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}": _is_device(self.device),
+            f"data_placement must be auto, resident or stream, got {self.data_placement!r}": (
+                self.data_placement in ("auto", "resident", "stream")
+            ),
         }
         bad = [msg for msg, ok in checks.items() if not ok]
         if bad:
