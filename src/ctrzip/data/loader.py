@@ -153,11 +153,23 @@ class BatchLoader:
     def _resident_batches(self, plan: BatchPlan, order: EpochOrder) -> Iterator[Batch]:
         r = self._resident
         assert r is not None
+        if order.rng is None:  # stored order: each batch is a copy of one slice
+            for k in range(len(plan)):
+                start, stop = plan.bounds(k)
+                yield Batch(*(_copy_rows(a, start, stop) for a in (r.sparse, r.dense, r.label)))
+            return
         rows = torch.from_numpy(order.rows()).to(self.device)  # one upload per epoch
         for k in range(len(plan)):
             start, stop = plan.bounds(k)
             idx = rows[start:stop]
             yield Batch(_select(r.sparse, idx), _select(r.dense, idx), _select(r.label, idx))
+
+
+def _copy_rows(t: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """A copy of rows ``[start, stop)`` of ``t`` (numpy's single-threaded copy on CPU, as in ``_select``)."""
+    if t.device.type == "cpu":
+        return torch.from_numpy(t.numpy()[start:stop].copy())
+    return t[start:stop].clone()
 
 
 def _select(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

@@ -139,7 +139,7 @@ class Trainer:
         Raises:
             TrainingError: before training, for an empty training split, a validation split
                 without both classes, ``eval_at_start`` without validation data, a loader whose
-                batch size or shuffling disagrees with the config, BatchNorm with fewer than 2
+                batch size, shuffling or data placement disagrees with the config, BatchNorm with fewer than 2
                 rows per batch, or a saved run that differs from this one; during training, at
                 the first non-finite loss or weights (naming epoch, step and the last finite
                 checkpoint; nothing non-finite is saved, and the model is reset to the best
