@@ -70,7 +70,9 @@ class BatchLoader:
             CUDA when it fits in half the free memory); see ``ctrzip.data.placement``. The
             rows and their order are the same for every placement.
         prefetch: batches a background thread prepares ahead when streaming (0: prepare
-            them in the iterating thread).
+            them in the iterating thread). The thread never changes which rows a batch holds.
+        placement_setting: the name error messages give ``data_placement`` (the trainer
+            passes ``train.data_placement``).
 
     Raises:
         ConfigError: ``batch_size`` or ``block_batches`` < 1, ``prefetch`` < 0, an unknown
