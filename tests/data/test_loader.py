@@ -301,3 +301,36 @@ def test_epoch_is_fixed_when_iteration_starts() -> None:
     it = iter(loader)
     loader.set_epoch(5)  # takes effect for the next iteration only
     np.testing.assert_array_equal(np.concatenate(_rows_of(it)), _reference_rows(300, 10, 32, True, 2, 0))
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize(
+    ("n", "bs", "merge", "drop_last"),
+    [(1000, 64, False, False), (129, 16, True, False), (1000, 64, False, True)],
+)
+def test_same_batches_as_the_loader_before_issue_13(shuffle, n, bs, merge, drop_last) -> None:
+    """The frozen pre-change loader (benchmarks/loader_baseline.py) serves the same batches."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "loader_baseline.py"
+    spec = importlib.util.spec_from_file_location("loader_baseline", path)
+    old = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(old)
+    split = _split(n)
+    kw = {
+        "shuffle": shuffle,
+        "seed": 5,
+        "block_batches": 3,
+        "merge_single_last": merge,
+        "drop_last": drop_last,
+    }
+    before = list(old.BatchLoader(split, bs, **kw))
+    after = list(BatchLoader(split, bs, **kw))
+    assert len(before) == len(after) == len(BatchLoader(split, bs, **kw))
+    for x, y in zip(before, after, strict=True):
+        assert (
+            torch.equal(x.sparse, y.sparse)
+            and torch.equal(x.dense, y.dense)
+            and torch.equal(x.label, y.label)
+        )
