@@ -73,13 +73,31 @@ def _loader_pass(batches, consumer_s_per_row: float = 0.0) -> tuple[int, float, 
     """One epoch through ``batches``; with ``consumer_s_per_row`` each batch is followed by a
     wait of that many seconds per row (a consumer that releases the GIL, like a training step
     waiting on the GPU). Returns (rows, wall seconds, process CPU seconds: all threads)."""
+    import torch
+
     n = 0
     t0, c0 = time.perf_counter(), time.process_time()
     for b in batches:
         n += len(b)
         if consumer_s_per_row:
             time.sleep(consumer_s_per_row * len(b))
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()  # batches on the GPU are done, not just queued
     return n, time.perf_counter() - t0, time.process_time() - c0
+
+
+def _check_same_first_batches(loaders: dict) -> None:
+    """Every variant serves the same first batches (on whatever device), or the run stops."""
+    import itertools
+
+    import torch
+
+    ref = [b for b in itertools.islice(loaders["old"], 3)]
+    for k, lo in loaders.items():
+        for x, y in zip(ref, itertools.islice(lo, 3), strict=True):
+            for a, b in ((x.sparse, y.sparse), (x.dense, y.dense), (x.label, y.label)):
+                if not torch.equal(a, b.cpu()):
+                    raise AssertionError(f"loader {k} serves other batches than the old loader")
 
 
 def bench_loaders(split, batch_sizes: list[int], rounds: int, consumer_rate: float) -> dict:
@@ -95,6 +113,7 @@ def bench_loaders(split, batch_sizes: list[int], rounds: int, consumer_rate: flo
     """
     import statistics
 
+    import torch
     from loader_baseline import BatchLoader as OldLoader
 
     from ctrzip.data.loader import BatchLoader
@@ -105,12 +124,18 @@ def bench_loaders(split, batch_sizes: list[int], rounds: int, consumer_rate: flo
         "new_stream_thread": lambda bs, sh: BatchLoader(split, bs, shuffle=sh, seed=0, prefetch=2),
         "new_resident": lambda bs, sh: BatchLoader(split, bs, shuffle=sh, seed=0, data_placement="resident"),
     }
+    if torch.cuda.is_available():  # batches delivered on the GPU: pinned + async copies, or resident
+        variants["new_stream_cuda"] = lambda bs, sh: BatchLoader(split, bs, shuffle=sh, seed=0, device="cuda")
+        variants["new_resident_cuda"] = lambda bs, sh: BatchLoader(
+            split, bs, shuffle=sh, seed=0, device="cuda", data_placement="resident"
+        )
     rows = []
     for bs in batch_sizes:
         for shuffle in (True, False):
             loaders = {k: make(bs, shuffle) for k, make in variants.items()}
             for lo in loaders.values():
                 _loader_pass(lo)
+            _check_same_first_batches(loaders)
             rates: dict[str, list[float]] = {k: [] for k in loaders}
             cpu_rates: dict[str, list[float]] = {k: [] for k in loaders}
             for _ in range(rounds):
