@@ -68,6 +68,148 @@ def bench_loader(encoded: Path, batch_size: int, shuffle: bool) -> dict:
     return {"rows": n, "batch_size": batch_size, "shuffle": shuffle, "seconds": dt, "samples_per_s": n / dt}
 
 
+# ---------------------------------------------------------------- loader (issue 13 item 3)
+def _loader_pass(batches, consumer_s_per_row: float = 0.0) -> tuple[int, float, float]:
+    """One epoch through ``batches``; with ``consumer_s_per_row`` each batch is followed by a
+    wait of that many seconds per row (a consumer that releases the GIL, like a training step
+    waiting on the GPU). Returns (rows, wall seconds, process CPU seconds: all threads)."""
+    import torch
+
+    n = 0
+    t0, c0 = time.perf_counter(), time.process_time()
+    for b in batches:
+        n += len(b)
+        if consumer_s_per_row:
+            time.sleep(consumer_s_per_row * len(b))
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()  # batches on the GPU are done, not just queued
+    return n, time.perf_counter() - t0, time.process_time() - c0
+
+
+def _check_same_first_batches(loaders: dict) -> None:
+    """Every variant serves the same first batches (on whatever device), or the run stops."""
+    import itertools
+
+    import torch
+
+    ref = [b for b in itertools.islice(loaders["old"], 3)]
+    for k, lo in loaders.items():
+        for x, y in zip(ref, itertools.islice(lo, 3), strict=True):
+            for a, b in ((x.sparse, y.sparse), (x.dense, y.dense), (x.label, y.label)):
+                if not torch.equal(a, b.cpu()):
+                    raise AssertionError(f"loader {k} serves other batches than the old loader")
+
+
+def bench_loaders(split, batch_sizes: list[int], rounds: int, consumer_rate: float) -> dict:
+    """Old (pre-issue-13) vs new loader samples/s on one split, in interleaved rounds.
+
+    Per batch size and shuffle setting, each loader makes one pass per round (after one
+    warm-up pass each, so the page cache and allocator are warm for all); the ratio to the old
+    loader is taken within each round and the median over rounds is reported, so load from
+    other jobs on a shared machine hits both sides of a ratio alike. Samples per CPU-second
+    (process time, every thread) estimate the rate on a core of its own. ``consumer_rate``
+    adds a run with a simulated consumer of that many samples/s, with and without the prefetch
+    thread, against the consumer alone (the best any loader can do).
+    """
+    import statistics
+
+    import torch
+    from loader_baseline import BatchLoader as OldLoader
+
+    from ctrzip.data.loader import BatchLoader
+
+    variants = {
+        "old": lambda bs, sh: OldLoader(split, bs, shuffle=sh, seed=0),
+        "new_stream_sync": lambda bs, sh: BatchLoader(split, bs, shuffle=sh, seed=0, prefetch=0),
+        "new_stream_thread": lambda bs, sh: BatchLoader(split, bs, shuffle=sh, seed=0, prefetch=2),
+        "new_resident": lambda bs, sh: BatchLoader(split, bs, shuffle=sh, seed=0, data_placement="resident"),
+    }
+    if torch.cuda.is_available():  # batches delivered on the GPU: pinned + async copies, or resident
+        variants["new_stream_cuda"] = lambda bs, sh: BatchLoader(split, bs, shuffle=sh, seed=0, device="cuda")
+        variants["new_resident_cuda"] = lambda bs, sh: BatchLoader(
+            split, bs, shuffle=sh, seed=0, device="cuda", data_placement="resident"
+        )
+    rows = []
+    for bs in batch_sizes:
+        for shuffle in (True, False):
+            loaders = {k: make(bs, shuffle) for k, make in variants.items()}
+            for lo in loaders.values():
+                _loader_pass(lo)
+            _check_same_first_batches(loaders)
+            rates: dict[str, list[float]] = {k: [] for k in loaders}
+            cpu_rates: dict[str, list[float]] = {k: [] for k in loaders}
+            for _ in range(rounds):
+                for k, lo in loaders.items():
+                    n, dt, cpu = _loader_pass(lo)
+                    rates[k].append(n / dt)
+                    cpu_rates[k].append(n / max(cpu, 1e-9))
+            for k in loaders:
+                ratios = [r / o for r, o in zip(rates[k], rates["old"], strict=True)]
+                med, ratio, per_cpu = (statistics.median(x) for x in (rates[k], ratios, cpu_rates[k]))
+                rows.append({
+                    "loader": k, "batch_size": bs, "shuffle": shuffle, "samples_per_s_median": med,
+                    "samples_per_s_rounds": rates[k], "ratio_to_old_median": ratio,
+                    "samples_per_cpu_s_median": per_cpu,
+                })  # fmt: skip
+                print(
+                    f"loader bs={bs:>6} shuffle={shuffle!s:5} {k:18} {med:>12,.0f}/s  x{ratio:.2f} of old  "
+                    f"{per_cpu:>12,.0f}/CPU-s",
+                    flush=True,
+                )
+            del loaders
+    overlap = []
+    if consumer_rate > 0:
+        per_row, bs = 1.0 / consumer_rate, batch_sizes[0]
+        sizes = [len(b) for b in BatchLoader(split, bs, prefetch=0)]
+        _, alone, _ = _loader_pass([range(s) for s in sizes], per_row)  # the consumer with free batches
+        for k, prefetch in (("new_stream_sync", 0), ("new_stream_thread", 2)):
+            n, dt, _ = _loader_pass(BatchLoader(split, bs, shuffle=True, seed=0, prefetch=prefetch), per_row)
+            overlap.append({
+                "loader": k, "batch_size": bs, "consumer_samples_per_s": consumer_rate,
+                "consumer_alone_samples_per_s": n / alone, "samples_per_s": n / dt,
+                "fraction_of_consumer_alone": alone / dt,
+            })  # fmt: skip
+            print(f"loader + consumer ({n / alone:,.0f}/s alone), {k:18}: {n / dt:>12,.0f}/s", flush=True)
+    return {"loader": rows, "loader_with_consumer": overlap}
+
+
+def loader_main(args: argparse.Namespace) -> None:
+    """``--loader-only``: the loader comparison on ``--data`` (an encoded dataset folder) or on
+    a synthetic Criteo-shaped split (39 int32 ids, no dense, float32 label) of ``--rows[0]``
+    rows written to ``--workdir``; writes ``results/bench_loader_<machine>.json``."""
+    import os
+
+    import numpy as np
+    from _common import machine_tag
+
+    from ctrzip.data.dataset import EncodedDataset, SplitArrays, save_split
+
+    if args.data is not None:
+        root = args.data
+    else:
+        root = args.workdir / f"loader_split_{args.rows[0]}"
+        if not (root / "train_label.npy").exists():
+            rng = np.random.default_rng(0)
+            n = args.rows[0]
+            save_split(root, "train", SplitArrays(
+                rng.integers(0, 1 << 20, (n, 39), dtype=np.int32), np.zeros((n, 0), np.float32),
+                (rng.random(n) < 0.25).astype(np.float32),
+            ))  # fmt: skip
+    split = EncodedDataset.open(root)["train"] if (root / "feature_map.json").exists() else SplitArrays(
+        *(np.load(root / f"train_{k}.npy", mmap_mode="r") for k in ("sparse", "dense", "label"))
+    )  # fmt: skip
+    load0 = os.getloadavg()
+    res = bench_loaders(split, args.loader_batch_sizes, args.rounds, args.consumer_rate)
+    res.update(
+        data=str(root), rows=len(split), row_bytes=int(split.sparse[:1].nbytes + split.dense[:1].nbytes + 4),
+        load_average_before=load0, load_average_after=os.getloadavg(),
+        note="shared 2-core machine: other jobs ran during the measurement; compare ratios, not absolutes",
+        targets={"loader_samples_per_s": 5_000_000},
+    )  # fmt: skip
+    path = write_result(f"bench_loader_{machine_tag()}", res)
+    print(f"wrote {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
@@ -75,7 +217,15 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/ctrzip-bench-data"))
     ap.add_argument("--batch-size", type=int, default=10_000)
     ap.add_argument("--keep", action="store_true", help="keep generated files")
+    ap.add_argument("--loader-only", action="store_true", help="only the old-vs-new loader comparison")
+    ap.add_argument("--data", type=Path, default=None, help="encoded dataset for --loader-only")
+    ap.add_argument("--loader-batch-sizes", type=int, nargs="+", default=[10_000, 4096])
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved loader rounds")
+    ap.add_argument("--consumer-rate", type=float, default=2_000_000, help="simulated consumer samples/s")
     args = ap.parse_args()
+    if args.loader_only:
+        loader_main(args)
+        return
     args.workdir.mkdir(parents=True, exist_ok=True)
     results = {"generate": [], "encode": [], "loader": []}
     for rows in args.rows:

@@ -1,20 +1,26 @@
-"""Batches over memory-mapped encoded arrays, without per-row Python.
+"""Batches over encoded arrays, without per-row Python.
 
-Shuffling is by blocks: the block order is permuted, each block (many batches) is read
-contiguously from the memory map and its rows are permuted in memory. That keeps reads
-sequential on a 45M-row file while mixing rows well enough for SGD.
+Shuffling is by blocks (``ctrzip.data.order``): the block order is permuted and the rows of
+each block are permuted, so reads stay within one contiguous range of a 45M-row memory map
+at a time while rows mix well enough for SGD. Each batch is gathered straight from the
+memory map into its own arrays by a background thread (``ctrzip.data.prefetch``), or, with
+the split resident on the device (``ctrzip.data.placement``), by one ``index_select`` per
+array there.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 
+from ctrzip.config import ConfigError
 from ctrzip.data.batch import Batch
 from ctrzip.data.dataset import SplitArrays
+from ctrzip.data.order import BatchPlan, EpochOrder
+from ctrzip.data.placement import resolve_placement, to_device
+from ctrzip.data.prefetch import prefetched
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -45,6 +51,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 class BatchLoader:
     """Iterate ``Batch`` objects over one split.
 
+    Batches hold ``sparse [B, S]``, ``dense [B, Dn]`` and ``label [B]`` with the split's dtypes
+    (int32 ids, float32 values and labels as encoded), on ``device``; each batch owns its
+    memory (never a view of the split or of another batch).
+
     Args:
         split: the arrays (memory-mapped or in memory).
         batch_size: rows per batch.
@@ -55,6 +65,18 @@ class BatchLoader:
         drop_last: drop a final partial batch.
         merge_single_last: append a final batch of one row to the batch before it (for
             training: BatchNorm cannot normalize one row); every row is still served.
+        data_placement: ``stream`` (gather each batch from the memory map), ``resident``
+            (copy the split to ``device`` once and gather there) or ``auto`` (resident on
+            CUDA when it fits in half the free memory); see ``ctrzip.data.placement``. The
+            rows and their order are the same for every placement.
+        prefetch: batches a background thread prepares ahead when streaming (0: prepare
+            them in the iterating thread). The thread never changes which rows a batch holds.
+        placement_setting: the name error messages give ``data_placement`` (the trainer
+            passes ``train.data_placement``).
+
+    Raises:
+        ConfigError: ``batch_size`` or ``block_batches`` < 1, ``prefetch`` < 0, an unknown
+            ``data_placement``, or ``resident`` for a split that does not fit on ``device``.
     """
 
     def __init__(
@@ -67,29 +89,35 @@ class BatchLoader:
         block_batches: int = 32,
         drop_last: bool = False,
         merge_single_last: bool = False,
+        *,
+        data_placement: str = "stream",
+        prefetch: int = 2,
+        placement_setting: str = "data_placement",
     ) -> None:
         if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if block_batches < 1:
+            raise ConfigError(f"block_batches must be >= 1, got {block_batches}")
+        if prefetch < 0:
+            raise ConfigError(f"prefetch must be >= 0 (0: no background thread), got {prefetch}")
         self.split = split
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
         self.device = resolve_device(device)
-        self.block_rows = batch_size * max(1, block_batches)
+        self.block_rows = batch_size * block_batches
         self.drop_last = drop_last
         self.merge_single_last = merge_single_last
+        self.prefetch = prefetch
         self.epoch = 0
+        self.placement = resolve_placement(data_placement, split, self.device, placement_setting)
+        self._resident = to_device(split, self.device) if self.placement == "resident" else None
 
-    def _merges(self) -> bool:
-        """True when this epoch's last batch has one row and joins the one before it."""
-        n, bs = len(self.split), self.batch_size
-        return self.merge_single_last and not self.drop_last and bs > 1 and n > 1 and n % bs == 1
+    def _plan(self) -> BatchPlan:
+        return BatchPlan(len(self.split), self.batch_size, self.drop_last, self.merge_single_last)
 
     def __len__(self) -> int:
-        n = len(self.split)
-        if self.drop_last or self._merges():
-            return n // self.batch_size
-        return math.ceil(n / self.batch_size)
+        return len(self._plan())
 
     @property
     def num_rows(self) -> int:
@@ -98,65 +126,90 @@ class BatchLoader:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _blocks(self, rng: np.random.Generator | None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        n = len(self.split)
-        starts = np.arange(0, n, self.block_rows)
-        if rng is not None:
-            # permute the full blocks; a short last block stays last so no carry-over copies are needed
-            full = starts[starts + self.block_rows <= n]
-            starts = np.concatenate([rng.permutation(full), starts[len(full) :]])
-        for s in starts:
-            e = min(n, s + self.block_rows)
-            if rng is None:
-                # copy out of the (read-only) memory map: torch tensors must own writable memory
-                yield (np.array(self.split.sparse[s:e]), np.array(self.split.dense[s:e]),
-                       np.array(self.split.label[s:e]))  # fmt: skip
-            else:
-                perm = rng.permutation(e - s)  # one gather per array: read + shuffle in one copy
-                yield (np.asarray(self.split.sparse[s:e])[perm], np.asarray(self.split.dense[s:e])[perm],
-                       np.asarray(self.split.label[s:e])[perm])  # fmt: skip
+    def order(self) -> np.ndarray:
+        """This epoch's row indices in serving order (int64 ``[N]``; batches are consecutive
+        runs of it, dropped rows included at the end)."""
+        return self._order().rows()
+
+    def _order(self) -> EpochOrder:
+        rng = np.random.default_rng(self.seed + self.epoch) if self.shuffle else None
+        return EpochOrder(len(self.split), self.block_rows, rng)
 
     def __iter__(self) -> Iterator[Batch]:
+        plan, order = self._plan(), self._order()  # fixed now: set_epoch later changes the next epoch
+        if self._resident is not None:
+            return self._resident_batches(plan, order)
         pin = self.device.type == "cuda"
-        if not self._merges():
-            for part in self._cpu_batches():
-                yield self._emit(*part, pin)
-            return
-        pending = None  # one batch of lookahead: only the last batch can have one row (bs > 1)
-        for part in self._cpu_batches():
-            if pending is not None:
-                if len(part[2]) == 1:
-                    part = tuple(torch.cat([a, b]) for a, b in zip(pending, part, strict=True))
-                else:
-                    yield self._emit(*pending, pin)
-            pending = part
-        if pending is not None:
-            yield self._emit(*pending, pin)
-
-    def _cpu_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        rng = np.random.default_rng(self.seed + self.epoch) if self.shuffle else None
-        bs = self.batch_size
-        carry: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        for sp, de, la in self._blocks(rng):
-            if carry:  # prepend leftovers of the previous block so batches stay full
-                sp = np.concatenate([carry[0][0], sp])
-                de = np.concatenate([carry[0][1], de])
-                la = np.concatenate([carry[0][2], la])
-                carry = []
-            full = (len(la) // bs) * bs
-            tsp, tde, tla = torch.from_numpy(sp), torch.from_numpy(de), torch.from_numpy(la)
-            for i in range(0, full, bs):
-                yield tsp[i : i + bs], tde[i : i + bs], tla[i : i + bs]
-            if full < len(la):
-                carry = [(sp[full:], de[full:], la[full:])]
-        if carry and not self.drop_last:
-            sp, de, la = carry[0]
-            yield torch.from_numpy(sp), torch.from_numpy(de), torch.from_numpy(la)
-
-    def _emit(self, sp: torch.Tensor, de: torch.Tensor, la: torch.Tensor, pin: bool) -> Batch:
-        batch = Batch(sp, de, la)
+        host = prefetched(lambda: self._host_batches(plan, order, pin), self.prefetch, "ctrzip-loader")
         if self.device.type == "cpu":
-            return batch
-        if pin:
-            batch = batch.pin_memory()
-        return batch.to(self.device, non_blocking=pin)
+            return host
+        return (b.to(self.device, non_blocking=pin) for b in host)
+
+    def _host_batches(self, plan: BatchPlan, order: EpochOrder, pin: bool) -> Iterator[Batch]:
+        arrays = (self.split.sparse, self.split.dense, self.split.label)
+        for k in range(len(plan)):
+            start, stop = plan.bounds(k)
+            pieces = list(order.pieces(start, stop))
+            yield Batch(*(_gather(a, pieces, stop - start, pin) for a in arrays))
+
+    def _resident_batches(self, plan: BatchPlan, order: EpochOrder) -> Iterator[Batch]:
+        r = self._resident
+        assert r is not None
+        if order.rng is None:  # stored order: each batch is a copy of one slice
+            for k in range(len(plan)):
+                start, stop = plan.bounds(k)
+                yield Batch(*(_copy_rows(a, start, stop) for a in (r.sparse, r.dense, r.label)))
+            return
+        rows = torch.from_numpy(order.rows()).to(self.device)  # one upload per epoch
+        for k in range(len(plan)):
+            start, stop = plan.bounds(k)
+            idx = rows[start:stop]
+            yield Batch(_select(r.sparse, idx), _select(r.dense, idx), _select(r.label, idx))
+
+
+def _copy_rows(t: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """A copy of rows ``[start, stop)`` of ``t`` (numpy's single-threaded copy on CPU, as in ``_select``)."""
+    if t.device.type == "cpu":
+        return torch.from_numpy(t.numpy()[start:stop].copy())
+    return t[start:stop].clone()
+
+
+def _select(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``t[idx]`` along dim 0 as a new tensor, on ``t``'s device.
+
+    On CPU ``numpy.take`` (one thread, GIL released): torch's CPU ``index_select`` spreads
+    row copies over intra-op threads and slows down several-fold on a busy 2-core machine.
+    """
+    if t.device.type == "cpu":
+        return torch.from_numpy(np.take(t.numpy(), idx.numpy(), axis=0))
+    return t.index_select(0, idx)
+
+
+def _gather(
+    array: np.ndarray, pieces: list[tuple[int, int, np.ndarray | slice]], rows: int, pin: bool
+) -> torch.Tensor:
+    """The rows ``pieces`` name (see ``EpochOrder.pieces``), concatenated into a new tensor
+    ``[rows, ...]`` with ``array``'s dtype (in pinned memory with ``pin``)."""
+    shape = (rows, *array.shape[1:])
+    if pin:
+        out = torch.empty(shape, dtype=_torch_dtype(array.dtype), pin_memory=True)
+        view = out.numpy()
+    else:
+        view = np.empty(shape, dtype=array.dtype)
+        out = torch.from_numpy(view)
+    at = 0
+    for s, e, idx in pieces:
+        block = array[s:e]
+        if isinstance(idx, slice):
+            m = idx.stop - idx.start
+            view[at : at + m] = block[idx]
+        else:
+            m = len(idx)
+            # mode="clip": indices are in range by construction, and "raise" would buffer ``out``
+            np.take(block, idx, axis=0, out=view[at : at + m], mode="clip")
+        at += m
+    return out
+
+
+def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+    return torch.from_numpy(np.empty(0, dtype=dtype)).dtype

@@ -47,6 +47,12 @@ class TrainConfig:
         deterministic: deterministic kernels on CPU (same seed -> same weights).
         dist_timeout_s: under ``torchrun``, seconds a collective waits for a rank that died or
             stalled before this rank stops with a ``TrainingError`` (not a hang).
+        data_placement: where the training and validation splits live while training:
+            ``stream`` (batches gathered from the memory map by a background thread, pinned
+            and copied on CUDA), ``resident`` (each split copied to the training device once;
+            refused with a ``ConfigError`` when it does not fit in 90% of the free memory) or
+            ``auto`` (resident on CUDA when a split takes at most half the free GPU memory,
+            else stream; stream on CPU). Batches and results are the same for every choice.
     """
 
     epochs: int = 2
@@ -71,6 +77,7 @@ class TrainConfig:
     progress: bool = True
     deterministic: bool = True
     dist_timeout_s: float = 300.0
+    data_placement: Literal["auto", "resident", "stream"] = "auto"
 
     def __post_init__(self) -> None:
         checks = {
@@ -90,6 +97,9 @@ class TrainConfig:
             "amp must be off, bf16 or fp16": self.amp in ("off", "bf16", "fp16"),
             "dist_timeout_s must be > 0": self.dist_timeout_s > 0,
             f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}": _is_device(self.device),
+            f"data_placement must be auto, resident or stream, got {self.data_placement!r}": (
+                self.data_placement in ("auto", "resident", "stream")
+            ),
         }
         bad = [msg for msg, ok in checks.items() if not ok]
         if bad:

@@ -132,17 +132,20 @@ class Trainer:
         With ``config.out_dir`` and ``config.resume``, an existing ``out_dir/last.pt`` is
         resumed (printing ``resuming DIR from step N``) only if it was written by the same run:
         same model, same number of training rows and the same ``TrainConfig`` except
-        ``progress``/``device``/``deterministic`` and the stop limits ``epochs``/``max_steps``,
-        which may be raised (the result then equals an uninterrupted run with the new limits).
+        ``progress``/``device``/``deterministic``/``data_placement`` and the stop limits
+        ``epochs``/``max_steps``, which may be raised (the result then equals an uninterrupted
+        run with the new limits).
 
         Raises:
             TrainingError: before training, for an empty training split, a validation split
                 without both classes, ``eval_at_start`` without validation data, a loader whose
-                batch size or shuffling disagrees with the config, BatchNorm with fewer than 2
+                batch size, shuffling or data placement disagrees with the config, BatchNorm with fewer than 2
                 rows per batch, or a saved run that differs from this one; during training, at
                 the first non-finite loss or weights (naming epoch, step and the last finite
                 checkpoint; nothing non-finite is saved, and the model is reset to the best
                 finite weights when there are any).
+            ConfigError: ``train.data_placement=resident`` for a split that does not fit on
+                the device.
         """
         cfg = self.config
         self._preflight(model, train, valid)
@@ -179,6 +182,12 @@ class Trainer:
                         f"the training BatchLoader has {key}={getattr(train, key)!r} but train.{key} is "
                         f"{getattr(cfg, key)!r}; make them equal or pass the split itself"
                     )
+            if cfg.data_placement not in ("auto", train.placement):  # auto: the loader's own choice
+                raise TrainingError(
+                    f"the training BatchLoader has data_placement={train.placement!r} but "
+                    f"train.data_placement is {cfg.data_placement!r}; make them equal, set it to auto "
+                    "or pass the split itself"
+                )
         if has_batch_norm(model):
             labels = split_labels(train)
             rows = len(labels) if labels is not None else None
@@ -202,16 +211,17 @@ class Trainer:
         cfg = self.config
         torch.manual_seed(cfg.seed)
         loader = train
+        place = {"data_placement": cfg.data_placement, "placement_setting": "train.data_placement"}
         if isinstance(train, SplitArrays):
             loader = BatchLoader(  # merge: a one-row last batch would break BatchNorm
                 train, cfg.batch_size, shuffle=cfg.shuffle, seed=cfg.seed, device=device,
-                merge_single_last=True,
+                merge_single_last=True, **place,
             )  # fmt: skip
         elif isinstance(train, BatchLoader) and not train.merge_single_last:
             loader = copy.copy(train)  # the caller's loader stays as it is
             loader.merge_single_last = True
         if isinstance(valid, SplitArrays):
-            valid = BatchLoader(valid, max(cfg.batch_size, 8192), shuffle=False, device=device)
+            valid = BatchLoader(valid, max(cfg.batch_size, 8192), shuffle=False, device=device, **place)
         self._emb_params, self._net_params = split_embedding_params(model)
         self._params = self._emb_params + self._net_params
         if not self._params:
