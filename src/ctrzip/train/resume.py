@@ -18,7 +18,9 @@ from ctrzip.train import checkpoint as ckpt
 from ctrzip.train.checks import split_labels
 from ctrzip.train.train_config import TrainConfig
 
-RESUME_FREE = frozenset({"progress", "out_dir", "resume", "device", "deterministic", "dist_timeout_s", "data_placement"})
+RESUME_FREE = frozenset(
+    {"progress", "out_dir", "resume", "device", "deterministic", "dist_timeout_s", "data_placement"}
+)
 RESUME_LIMITS = ("epochs", "max_steps")
 
 
