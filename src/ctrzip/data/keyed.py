@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from ctrzip.data.config import FeatureConfig
+from ctrzip.data import jit
 from ctrzip.data.keycoder import KeyCoder, decode_keys, grow, hash_keys
 from ctrzip.data.readers.base import RawTable
 from ctrzip.data.values import bad_timestamp, bucket_numpy, number_range, out_of_range
@@ -79,7 +80,7 @@ class KeyedCoder:
         self.n_sparse = len(plan.sparse)
         self.fields = plan.sparse + plan.dense  # slot s > 0 holds fields[s - 1]
         self.salt = _spread(np.arange(1, len(plan.key_columns) + 1))
-        self.coder = KeyCoder(bits=12)
+        self.coder: KeyCoder | jit.JitKeyCoder = jit.JitKeyCoder(12) if jit.ENABLED else KeyCoder(12)
         # per raw code, one 4-byte word: the provisional code of a sparse slot, or (as
         # float32, the same memory) the value of a label or dense slot (NaN = missing)
         self._code = np.zeros(1, dtype=np.int32)
@@ -89,20 +90,23 @@ class KeyedCoder:
 
     def prepare(self, table: RawTable) -> RawTable:
         """Stateless work on a keyed block, done ahead in the reader thread: salt the keys
-        with their slot (in place) and hash them (``RawTable.hashes``)."""
-        if table.keys is not None and table.hashes is None:
+        with their slot (in place) and, for the numpy coder, hash them (``RawTable.hashes``)."""
+        if table.keys is not None and not table.salted:
             table.keys ^= self.salt
-            table.hashes = hash_keys(table.keys)
+            table.salted = True
+            if isinstance(self.coder, KeyCoder):
+                table.hashes = hash_keys(table.keys)
         return table
 
     def apply(self, table: RawTable) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """``(codes [n, S], dense [n, Dn], label [n])`` of a prepared keyed block, or None
         when it has a bad value (the generic path then reports and drops the bad rows)."""
         keys, hashes = table.keys, table.hashes
-        assert keys is not None and hashes is not None, "KeyedCoder.prepare first"
+        assert keys is not None and table.salted, "KeyedCoder.prepare first"
         table.keys = table.hashes = None  # salted and consumed: not reusable
         before = self.coder.size
-        raw = self.coder.encode(keys.reshape(-1), hashes.reshape(-1)).reshape(keys.shape)
+        flat_hashes = None if hashes is None else hashes.reshape(-1)
+        raw = self.coder.encode(keys.reshape(-1), flat_hashes).reshape(keys.shape)
         del keys, hashes
         if self.coder.size > before:
             self._learn(before)
