@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ctrzip.data import jit
 from ctrzip.data.columns import CodedBlock, ColumnPlan
 from ctrzip.data.config import SPLIT_NAMES, DatasetConfig, load_dataset_config
 from ctrzip.data.counts import CodeCounter, Moments, build_vocab, category_lut, id_counts
@@ -272,10 +273,14 @@ class Encoder:
         else:
             assert assigner is not None
             split = assigner.assign(block.rows)
-        # one stable gather groups rows by split (cheaper than a mask per split)
-        order = np.argsort(split, kind="stable")
-        bounds = np.searchsorted(split[order], np.arange(len(names) + 1))
-        codes_all, dense_all, label_all = block.codes[order], block.dense[order], block.label[order]
+        if jit.ENABLED:  # one compiled pass groups the rows by split
+            codes_all, dense_all, label_all, bounds = jit.group_by_split(
+                split, len(names), block.codes, block.dense, block.label
+            )
+        else:  # one stable gather groups rows by split (cheaper than a mask per split)
+            order = np.argsort(split, kind="stable")
+            bounds = np.searchsorted(split[order], np.arange(len(names) + 1))
+            codes_all, dense_all, label_all = block.codes[order], block.dense[order], block.label[order]
         for i, name in enumerate(names):
             a, b = bounds[i], bounds[i + 1]
             if a == b:

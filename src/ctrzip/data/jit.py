@@ -20,6 +20,7 @@ import numpy as np
 
 try:  # an optional dependency: the numpy path is complete without it
     import numba
+    from numba.cpython.unsafe.numbers import trailing_zeros
 except ImportError:  # pragma: no cover - depends on the environment
     numba = None
 
@@ -34,33 +35,49 @@ def _jit(fn: Any) -> Any:
     return numba.njit(nogil=True, cache=True)(fn) if numba is not None else fn
 
 
+_ONES = 0x0101010101010101
+_HIGHS = 0x8080808080808080
+
+
 @_jit
-def _tokenize(buf, kind, n_lines, wanted, src, out):  # pragma: no cover - compiled
+def _tokenize(buf, words, tail, sep, n_lines, wanted, src, out):  # pragma: no cover - compiled
     """Fill ``out`` [n_lines, k] with the exact keys of columns ``src`` (``wanted``: a flag per
-    column); False when the block is not plain short ASCII fields (``field_keys``'s rules).
-    ``kind`` [256]: 0 a field byte, 1 the separator, 2 a newline, 3 a byte that declines."""
+    column); False when a line has another number of columns or a wanted field is longer
+    than 8 bytes. ``buf`` is ASCII without quotes, CR or NUL (checked by the caller);
+    ``words[i]`` is the little-endian word of ``buf[i : i + 8]``, ``tail`` those of the last
+    positions (zero-padded).
+
+    A field's terminator (separator or newline) is found within its first word by the
+    zero-byte trick (``(x - 0x01..) & ~x & 0x80..`` flags a zero byte of ``x``, the lowest flag
+    exactly), so a short field costs one load and a few operations."""
     n_cols = wanted.shape[0]
     n_out = src.shape[0]
     n = buf.shape[0]
+    ones, highs = np.uint64(_ONES), np.uint64(_HIGHS)
+    sep_word, nl_word = np.uint64(sep) * ones, np.uint64(10) * ones
     row = np.zeros(n_cols, dtype=np.uint64)
     i = 0
     for line in range(n_lines):
         for col in range(n_cols):
-            start = i
-            while i < n and kind[buf[i]] == 0:
-                i += 1
-            if i == n:
+            if i >= n:
                 return False
-            c = kind[buf[i]]
-            if c == 3 or (c == 2) != (col == n_cols - 1):
-                return False
-            if wanted[col]:
-                if i - start > 8:
+            w = words[i] if i < words.shape[0] else tail[i - words.shape[0]]
+            x, y = w ^ sep_word, w ^ nl_word
+            hit = ((x - ones) & ~x | (y - ones) & ~y) & highs
+            if hit != 0:
+                length = np.int64(trailing_zeros(hit)) >> 3
+                key = w & ((np.uint64(1) << np.uint64(8 * length)) - np.uint64(1))
+            else:  # 8 bytes or more
+                length = 8
+                key = w
+                while i + length < n and buf[i + length] != sep and buf[i + length] != 10:
+                    length += 1
+                if length > 8 and wanted[col]:
                     return False
-                key = np.uint64(0)
-                for t in range(i - start):
-                    key |= np.uint64(buf[start + t]) << np.uint64(8 * t)
-                row[col] = key
+            i += length
+            if i >= n or (buf[i] == 10) != (col == n_cols - 1):
+                return False
+            row[col] = key
             i += 1
         for j in range(n_out):
             out[line, j] = row[src[j]]
@@ -71,23 +88,23 @@ def field_keys(
     data: bytes, separator: str, n_lines: int, n_cols: int, want: list[int], quote: str | None
 ) -> np.ndarray | None:
     """Compiled ``readers.fields.field_keys``: same arguments, same result."""
-    if n_cols < 2 or n_lines == 0:
+    if n_cols < 2 or n_lines == 0 or not data.isascii():
+        return None
+    if b"\r" in data or b"\x00" in data or (quote is not None and quote.encode() in data):
         return None
     buf = np.frombuffer(data, dtype=np.uint8)
+    size = len(buf)
+    # the word at every position: unaligned 8-byte loads straight from the block (a strided
+    # view), the last 7 positions from a zero-padded copy of the end
+    start = max(size - 7, 0)
+    words = np.ndarray((start,), dtype="<u8", buffer=data, strides=(1,))
+    end = data[start:] + bytes(8)
+    tail = np.ndarray((size - start,), dtype="<u8", buffer=end, strides=(1,)).copy()
     wanted = np.zeros(n_cols, dtype=np.bool_)
     wanted[want] = True
     src = np.asarray(want, dtype=np.int64)
     out = np.empty((n_lines, len(want)), dtype=np.uint64)
-    return out if _tokenize(buf, _kinds(separator, quote), n_lines, wanted, src, out) else None
-
-
-def _kinds(separator: str, quote: str | None) -> np.ndarray:
-    kind = np.zeros(256, dtype=np.uint8)
-    kind[128:] = kind[13] = kind[0] = 3  # non-ASCII, carriage return, NUL
-    if quote is not None:
-        kind[ord(quote)] = 3
-    kind[ord(separator)], kind[10] = 1, 2
-    return kind
+    return out if _tokenize(buf, words, tail, ord(separator), n_lines, wanted, src, out) else None
 
 
 @_jit
@@ -187,3 +204,65 @@ class JitKeyCoder:
                 self._alloc(int(self.size / _GROWN_LOAD) + 1)
                 _rehash(self._known, self.size, self._table)
         return codes
+
+
+@_jit
+def _lookup(raw, code, value, bad, check_bad, n_sparse, codes, dense, label):  # pragma: no cover
+    """Per keyed row: the label, provisional codes and dense values of its raw codes
+    (``raw`` [n, 1 + S + Dn]); False (outputs incomplete) at the first raw code flagged bad."""
+    n, k = raw.shape
+    for i in range(n):
+        if check_bad:
+            for j in range(k):
+                if bad[raw[i, j]]:
+                    return False
+        label[i] = value[raw[i, 0]]
+        for j in range(n_sparse):
+            codes[i, j] = code[raw[i, 1 + j]]
+        for j in range(k - 1 - n_sparse):
+            dense[i, j] = value[raw[i, 1 + n_sparse + j]]
+    return True
+
+
+def lookup(
+    raw: np.ndarray, code: np.ndarray, value: np.ndarray, bad: np.ndarray, check_bad: bool, n_sparse: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(codes int32 [n, S], dense float32 [n, Dn], label float32 [n])`` of raw codes
+    ``raw`` [n, 1 + S + Dn] through the keyed path's tables, or None when a row has a raw
+    code flagged in ``bad`` (only looked at with ``check_bad``)."""
+    n, k = raw.shape
+    codes = np.empty((n, n_sparse), dtype=np.int32)
+    dense = np.empty((n, k - 1 - n_sparse), dtype=np.float32)
+    label = np.empty(n, dtype=np.float32)
+    ok = _lookup(raw, code, value, bad, check_bad, n_sparse, codes, dense, label)
+    return (codes, dense, label) if ok else None
+
+
+@_jit
+def _group(split, n_splits, codes, dense, label, out_codes, out_dense, out_label, bounds):  # pragma: no cover
+    """Rows grouped by split (stable: file order within a split); ``bounds`` [n_splits + 1]."""
+    n = split.shape[0]
+    for i in range(n):
+        bounds[split[i] + 1] += 1
+    for s in range(n_splits):
+        bounds[s + 1] += bounds[s]
+    pos = bounds[:-1].copy()
+    for i in range(n):
+        r = pos[split[i]]
+        pos[split[i]] += 1
+        for j in range(codes.shape[1]):
+            out_codes[r, j] = codes[i, j]
+        for j in range(dense.shape[1]):
+            out_dense[r, j] = dense[i, j]
+        out_label[r] = label[i]
+
+
+def group_by_split(
+    split: np.ndarray, n_splits: int, codes: np.ndarray, dense: np.ndarray, label: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(codes, dense, label, bounds)``: the rows ordered by ``split`` (int8 [n], stable), the
+    rows of split ``s`` at ``bounds[s]:bounds[s + 1]`` (what a stable argsort and gathers give)."""
+    bounds = np.zeros(n_splits + 1, dtype=np.int64)
+    out = (np.empty_like(codes), np.empty_like(dense), np.empty_like(label))
+    _group(split, n_splits, codes, dense, label, *out, bounds)
+    return (*out, bounds)

@@ -16,8 +16,8 @@ from typing import Protocol
 import numpy as np
 import polars as pl
 
-from ctrzip.data.config import FeatureConfig
 from ctrzip.data import jit
+from ctrzip.data.config import FeatureConfig
 from ctrzip.data.keycoder import KeyCoder, decode_keys, grow, hash_keys
 from ctrzip.data.readers.base import RawTable
 from ctrzip.data.values import bad_timestamp, bucket_numpy, number_range, out_of_range
@@ -110,6 +110,8 @@ class KeyedCoder:
         del keys, hashes
         if self.coder.size > before:
             self._learn(before)
+        if jit.ENABLED:  # one pass: the bad-value check and the three gathers
+            return jit.lookup(raw, self._code, self._value, self._bad, self._n_bad > 0, self.n_sparse)
         if self._n_bad and self._bad[raw].any():
             return None
         s = self.n_sparse
