@@ -25,7 +25,7 @@ import shutil
 import sys
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,7 +39,7 @@ from ctrzip.data.config import SPLIT_NAMES, DatasetConfig, load_dataset_config
 from ctrzip.data.counts import CodeCounter, Moments, build_vocab, category_lut, id_counts
 from ctrzip.data.dataset import save_counts
 from ctrzip.data.progress import EncodeProgress, prefetch
-from ctrzip.data.readers import BadRowError, BadRows, DataFormatError, Reader, open_reader
+from ctrzip.data.readers import BadRowError, BadRows, DataFormatError, RawTable, Reader, open_reader
 from ctrzip.data.schema import FeatureSchema, FieldSpec
 from ctrzip.data.split import SplitAssigner
 from ctrzip.data.splitfiles import NpyWriter, SplitFiles
@@ -228,7 +228,7 @@ class Encoder:
             seen, bad_before = 0, bad.count
             tables = reader.iter_tables(plan.source_columns, bad, plan.key_columns)
             try:
-                for table in prefetch(plan.prepare(t) for t in tables):
+                for table in _pipeline(plan, tables):
                     block = plan.apply(table, bad, str(path))
                     if seen == 0 and len(block.rows) and block.rows[0] > 0 and (hint := reader.describe()):
                         bad.notes.append(f"{path}: the first {block.rows[0]} rows are bad; {hint}")
@@ -428,6 +428,14 @@ class Encoder:
             return
         self.schema().save(out / "feature_map.json")
         self.save(out)
+
+
+def _pipeline(plan: ColumnPlan, tables: Iterator[RawTable]) -> Iterator[RawTable]:
+    """Blocks read and prepared in one thread; with the compiled kernels, their values coded
+    in a second one (the hash table is the largest serial step), so the main thread only
+    learns new values, looks up and stores."""
+    prepared = prefetch(plan.prepare(t) for t in tables)
+    return prefetch(plan.code(t) for t in prepared) if jit.ENABLED else prepared
 
 
 def normalize_dense(raw: np.ndarray, shift: np.ndarray, scale: np.ndarray) -> np.ndarray:

@@ -98,18 +98,29 @@ class KeyedCoder:
                 table.hashes = hash_keys(table.keys)
         return table
 
-    def apply(self, table: RawTable) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """``(codes [n, S], dense [n, Dn], label [n])`` of a prepared keyed block, or None
-        when it has a bad value (the generic path then reports and drops the bad rows)."""
+    def code(self, table: RawTable) -> RawTable:
+        """The raw codes of a prepared keyed block (``RawTable.raw``, with the range of raw
+        codes it created in ``RawTable.coded``). Blocks must come in order; this may run
+        ahead of ``apply`` in another thread (``apply`` learns each block's new codes)."""
+        if table.keys is None or table.raw is not None:
+            return table
         keys, hashes = table.keys, table.hashes
-        assert keys is not None and table.salted, "KeyedCoder.prepare first"
+        assert table.salted, "KeyedCoder.prepare first"
         table.keys = table.hashes = None  # salted and consumed: not reusable
         before = self.coder.size
         flat_hashes = None if hashes is None else hashes.reshape(-1)
-        raw = self.coder.encode(keys.reshape(-1), flat_hashes).reshape(keys.shape)
-        del keys, hashes
-        if self.coder.size > before:
-            self._learn(before)
+        table.raw = self.coder.encode(keys.reshape(-1), flat_hashes).reshape(keys.shape)
+        table.coded = (before, self.coder.size)
+        return table
+
+    def apply(self, table: RawTable) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """``(codes [n, S], dense [n, Dn], label [n])`` of a prepared keyed block, or None
+        when it has a bad value (the generic path then reports and drops the bad rows)."""
+        assert table.raw is not None or (table.keys is not None and table.salted), "KeyedCoder.prepare first"
+        raw, (before, after) = self.code(table).raw, table.coded
+        table.raw = None
+        if after > before:
+            self._learn(before, after)
         if jit.ENABLED:  # one pass: the bad-value check and the three gathers
             return jit.lookup(raw, self._code, self._value, self._bad, self._n_bad > 0, self.n_sparse)
         if self._n_bad and self._bad[raw].any():
@@ -117,10 +128,10 @@ class KeyedCoder:
         s = self.n_sparse
         return self._code[raw[:, 1 : 1 + s]], self._value[raw[:, 1 + s :]], self._value[raw[:, 0]]
 
-    def _learn(self, before: int) -> None:
-        """Fill the tables for the raw codes ``before + 1 ..`` just created."""
-        keys = self.coder.keys[before:]
-        size = self.coder.size + 1
+    def _learn(self, before: int, after: int) -> None:
+        """Fill the tables for the raw codes ``before + 1 .. after`` of one block."""
+        keys = self.coder.keys[before:after]
+        size = after + 1
         if size > len(self._code):
             self._code, self._bad = grow(self._code, size), grow(self._bad, size)
             self._value = self._code.view(np.float32)
