@@ -3,6 +3,7 @@ counterparts, and whole encodes with and without them: byte-identical outputs.""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from ctrzip.data import jit
 from ctrzip.data.config import load_dataset_config
 from ctrzip.data.encode import encode_dataset
 from ctrzip.data.keycoder import KeyCoder
+from ctrzip.data.readers import BadRowError
 from ctrzip.data.readers.fields import field_keys_numpy
 from ctrzip.data.synthetic import TeacherConfig, generate
 
@@ -152,3 +154,21 @@ def test_encode_with_kernels_is_byte_identical_on_a_generated_file(monkeypatch, 
     for min_count in (1, 3):
         cfg = load_dataset_config("criteo", ("block_mb=0.1", f"min_count={min_count}"))
         _assert_same_bytes(*_encode_twice(monkeypatch, cfg, raw, tmp_path / f"m{min_count}"))
+
+
+def test_a_bad_row_stops_the_pipeline_threads_and_names_the_line(tmp_path) -> None:
+    """A bad value met by the main thread mid-file (on_bad_rows: error) raises naming the
+    file and line, and the reading and coding threads are stopped, not left blocked."""
+    rng = np.random.default_rng(4)
+    lines = []
+    for i in range(3000):
+        ints = [str(v) for v in rng.integers(0, 500, 13)]
+        cats = [f"{int(v):08x}" for v in rng.integers(0, 3000, 26)]
+        label = "7" if i == 199 else str(int(rng.random() < 0.25))
+        lines.append("\t".join([label, *ints, *cats]))
+    path = tmp_path / "raw.txt"
+    path.write_text("\n".join(lines) + "\n")
+    cfg = criteo_config("criteo_tsv", block_mb=0.02, split={"method": "random", "seed": 1})
+    with pytest.raises(BadRowError, match=rf"{path}:200: column label: '7' is not a 0/1 label"):
+        encode_dataset(cfg, path, tmp_path / "out", progress=False)
+    assert [t for t in threading.enumerate() if t.name == "ctrzip-prefetch"] == []

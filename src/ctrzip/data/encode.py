@@ -433,9 +433,17 @@ class Encoder:
 def _pipeline(plan: ColumnPlan, tables: Iterator[RawTable]) -> Iterator[RawTable]:
     """Blocks read and prepared in one thread; with the compiled kernels, their values coded
     in a second one (the hash table is the largest serial step), so the main thread only
-    learns new values, looks up and stores."""
+    learns new values, looks up and stores. Abandoning the iterator stops both threads."""
     prepared = prefetch(plan.prepare(t) for t in tables)
-    return prefetch(plan.code(t) for t in prepared) if jit.ENABLED else prepared
+    if not jit.ENABLED:
+        yield from prepared
+        return
+    coded = prefetch(plan.code(t) for t in prepared)
+    try:
+        yield from coded
+    finally:
+        coded.close()  # stops and joins the coding thread, which was reading ``prepared``
+        prepared.close()
 
 
 def normalize_dense(raw: np.ndarray, shift: np.ndarray, scale: np.ndarray) -> np.ndarray:
