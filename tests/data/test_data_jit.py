@@ -85,6 +85,13 @@ def test_jit_key_coder_gives_key_coder_codes() -> None:
     assert fast.size == ref.size == len(np.unique(pool))
 
 
+def test_jit_key_coder_refuses_more_codes_than_int32(monkeypatch) -> None:
+    monkeypatch.setattr(jit, "_MAX_CODES", 5)  # as if 5 were the int32 limit
+    coder = jit.JitKeyCoder(bits=4)
+    with pytest.raises(OverflowError, match=r"more than 2\*\*31 distinct keys"):
+        coder.encode(np.arange(1, 20, dtype=np.uint64))
+
+
 def test_jit_group_by_split_is_a_stable_sort() -> None:
     rng = np.random.default_rng(1)
     n = 1000
@@ -100,6 +107,8 @@ def test_jit_group_by_split_is_a_stable_sort() -> None:
     np.testing.assert_array_equal(y, label[order])
     np.testing.assert_array_equal(bounds, np.searchsorted(split[order], np.arange(5)))
     assert bounds[-1] == bounds[-2] == n  # split 3 is empty
+    with pytest.raises(ValueError, match=r"split codes must be in \[0, 3\), got 0\.\.3"):
+        jit.group_by_split(np.array([0, 3], np.int8), 3, codes[:2], dense[:2], label[:2])
 
 
 def test_jit_lookup_matches_gathers_and_stops_at_bad_values() -> None:

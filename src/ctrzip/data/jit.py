@@ -29,6 +29,7 @@ ENABLED = numba is not None and os.environ.get("CTRZIP_NO_JIT", "") not in ("1",
 _FIB = 0x9E3779B97F4A7C15  # the multiplicative hash of ``keycoder`` (any hash gives the same codes)
 _MAX_LOAD = 0.6
 _GROWN_LOAD = 0.4
+_MAX_CODES = int(np.iinfo(np.int32).max) - 1  # codes are int32, like ``KeyCoder``'s
 
 
 def _jit(fn: Any) -> Any:
@@ -175,7 +176,8 @@ class JitKeyCoder:
 
     def _alloc(self, slots: int) -> None:
         self._table = np.zeros((slots, 2), dtype=np.uint64)
-        self._limit = int(_MAX_LOAD * slots)
+        # codes are int32: the kernel stops at _MAX_CODES keys and ``encode`` then raises
+        self._limit = min(int(_MAX_LOAD * slots), _MAX_CODES)
 
     @property
     def keys(self) -> np.ndarray:
@@ -198,7 +200,7 @@ class JitKeyCoder:
             )
             done += n
             if done < len(keys):  # the table is full: rehash into one ~1.5x larger
-                if self.size + 1 >= np.iinfo(np.int32).max:
+                if self.size >= _MAX_CODES:
                     raise OverflowError("more than 2**31 distinct keys")
                 self._table = np.zeros((0, 2), dtype=np.uint64)  # the old table goes first
                 self._alloc(int(self.size / _GROWN_LOAD) + 1)
@@ -243,6 +245,8 @@ def _group(split, n_splits, codes, dense, label, out_codes, out_dense, out_label
     """Rows grouped by split (stable: file order within a split); ``bounds`` [n_splits + 1]."""
     n = split.shape[0]
     for i in range(n):
+        if split[i] < 0 or split[i] >= n_splits:
+            return False
         bounds[split[i] + 1] += 1
     for s in range(n_splits):
         bounds[s + 1] += bounds[s]
@@ -255,6 +259,7 @@ def _group(split, n_splits, codes, dense, label, out_codes, out_dense, out_label
         for j in range(dense.shape[1]):
             out_dense[r, j] = dense[i, j]
         out_label[r] = label[i]
+    return True
 
 
 def group_by_split(
@@ -264,5 +269,6 @@ def group_by_split(
     rows of split ``s`` at ``bounds[s]:bounds[s + 1]`` (what a stable argsort and gathers give)."""
     bounds = np.zeros(n_splits + 1, dtype=np.int64)
     out = (np.empty_like(codes), np.empty_like(dense), np.empty_like(label))
-    _group(split, n_splits, codes, dense, label, *out, bounds)
+    if not _group(split, n_splits, codes, dense, label, *out, bounds):
+        raise ValueError(f"split codes must be in [0, {n_splits}), got {split.min()}..{split.max()}")
     return (*out, bounds)
