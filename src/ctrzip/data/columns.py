@@ -279,6 +279,11 @@ class ColumnPlan:
         """Work on a block that needs no state of the plan (run ahead in the reader thread)."""
         return self.keyed.prepare(table) if self.keyed is not None else table
 
+    def code(self, table: RawTable) -> RawTable:
+        """Code a prepared keyed block's values to raw codes (``KeyedCoder.code``): stateful,
+        in block order, and free to run ahead of ``apply`` in a thread of its own."""
+        return self.keyed.code(table) if self.keyed is not None else table
+
     def apply(self, table: RawTable, bad: BadRows, path: str) -> CodedBlock:
         """Validate and code one block; bad rows are reported to ``bad`` and dropped.
 
@@ -286,7 +291,7 @@ class ColumnPlan:
         otherwise, or when it has bad values, one Polars ``select`` (parallel over columns)
         parses numbers and codes strings, and the checks and the numeric bucket run in numpy.
         """
-        if table.keys is not None and self.keyed is not None:
+        if (table.keys is not None or table.raw is not None) and self.keyed is not None:
             coded = self.keyed.apply(table)
             if coded is not None:
                 return CodedBlock(*coded, rows=table.rows)

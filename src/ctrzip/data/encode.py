@@ -25,7 +25,7 @@ import shutil
 import sys
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,12 +33,13 @@ from typing import Any
 
 import numpy as np
 
+from ctrzip.data import jit
 from ctrzip.data.columns import CodedBlock, ColumnPlan
 from ctrzip.data.config import SPLIT_NAMES, DatasetConfig, load_dataset_config
 from ctrzip.data.counts import CodeCounter, Moments, build_vocab, category_lut, id_counts
 from ctrzip.data.dataset import save_counts
 from ctrzip.data.progress import EncodeProgress, prefetch
-from ctrzip.data.readers import BadRowError, BadRows, DataFormatError, Reader, open_reader
+from ctrzip.data.readers import BadRowError, BadRows, DataFormatError, RawTable, Reader, open_reader
 from ctrzip.data.schema import FeatureSchema, FieldSpec
 from ctrzip.data.split import SplitAssigner
 from ctrzip.data.splitfiles import NpyWriter, SplitFiles
@@ -227,7 +228,7 @@ class Encoder:
             seen, bad_before = 0, bad.count
             tables = reader.iter_tables(plan.source_columns, bad, plan.key_columns)
             try:
-                for table in prefetch(plan.prepare(t) for t in tables):
+                for table in _pipeline(plan, tables):
                     block = plan.apply(table, bad, str(path))
                     if seen == 0 and len(block.rows) and block.rows[0] > 0 and (hint := reader.describe()):
                         bad.notes.append(f"{path}: the first {block.rows[0]} rows are bad; {hint}")
@@ -272,10 +273,14 @@ class Encoder:
         else:
             assert assigner is not None
             split = assigner.assign(block.rows)
-        # one stable gather groups rows by split (cheaper than a mask per split)
-        order = np.argsort(split, kind="stable")
-        bounds = np.searchsorted(split[order], np.arange(len(names) + 1))
-        codes_all, dense_all, label_all = block.codes[order], block.dense[order], block.label[order]
+        if jit.ENABLED:  # one compiled pass groups the rows by split
+            codes_all, dense_all, label_all, bounds = jit.group_by_split(
+                split, len(names), block.codes, block.dense, block.label
+            )
+        else:  # one stable gather groups rows by split (cheaper than a mask per split)
+            order = np.argsort(split, kind="stable")
+            bounds = np.searchsorted(split[order], np.arange(len(names) + 1))
+            codes_all, dense_all, label_all = block.codes[order], block.dense[order], block.label[order]
         for i, name in enumerate(names):
             a, b = bounds[i], bounds[i + 1]
             if a == b:
@@ -423,6 +428,22 @@ class Encoder:
             return
         self.schema().save(out / "feature_map.json")
         self.save(out)
+
+
+def _pipeline(plan: ColumnPlan, tables: Iterator[RawTable]) -> Iterator[RawTable]:
+    """Blocks read and prepared in one thread; with the compiled kernels, their values coded
+    in a second one (the hash table is the largest serial step), so the main thread only
+    learns new values, looks up and stores. Abandoning the iterator stops both threads."""
+    prepared = prefetch(plan.prepare(t) for t in tables)
+    if not jit.ENABLED:
+        yield from prepared
+        return
+    coded = prefetch(plan.code(t) for t in prepared)
+    try:
+        yield from coded
+    finally:
+        coded.close()  # stops and joins the coding thread, which was reading ``prepared``
+        prepared.close()
 
 
 def normalize_dense(raw: np.ndarray, shift: np.ndarray, scale: np.ndarray) -> np.ndarray:

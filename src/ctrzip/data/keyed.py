@@ -16,6 +16,7 @@ from typing import Protocol
 import numpy as np
 import polars as pl
 
+from ctrzip.data import jit
 from ctrzip.data.config import FeatureConfig
 from ctrzip.data.keycoder import KeyCoder, decode_keys, grow, hash_keys
 from ctrzip.data.readers.base import RawTable
@@ -79,7 +80,7 @@ class KeyedCoder:
         self.n_sparse = len(plan.sparse)
         self.fields = plan.sparse + plan.dense  # slot s > 0 holds fields[s - 1]
         self.salt = _spread(np.arange(1, len(plan.key_columns) + 1))
-        self.coder = KeyCoder(bits=12)
+        self.coder: KeyCoder | jit.JitKeyCoder = jit.JitKeyCoder(12) if jit.ENABLED else KeyCoder(12)
         # per raw code, one 4-byte word: the provisional code of a sparse slot, or (as
         # float32, the same memory) the value of a label or dense slot (NaN = missing)
         self._code = np.zeros(1, dtype=np.int32)
@@ -89,32 +90,48 @@ class KeyedCoder:
 
     def prepare(self, table: RawTable) -> RawTable:
         """Stateless work on a keyed block, done ahead in the reader thread: salt the keys
-        with their slot (in place) and hash them (``RawTable.hashes``)."""
-        if table.keys is not None and table.hashes is None:
+        with their slot (in place) and, for the numpy coder, hash them (``RawTable.hashes``)."""
+        if table.keys is not None and not table.salted:
             table.keys ^= self.salt
-            table.hashes = hash_keys(table.keys)
+            table.salted = True
+            if isinstance(self.coder, KeyCoder):
+                table.hashes = hash_keys(table.keys)
+        return table
+
+    def code(self, table: RawTable) -> RawTable:
+        """The raw codes of a prepared keyed block (``RawTable.raw``, with the range of raw
+        codes it created in ``RawTable.coded``). Blocks must come in order; this may run
+        ahead of ``apply`` in another thread (``apply`` learns each block's new codes)."""
+        if table.keys is None or table.raw is not None:
+            return table
+        keys, hashes = table.keys, table.hashes
+        assert table.salted, "KeyedCoder.prepare first"
+        table.keys = table.hashes = None  # salted and consumed: not reusable
+        before = self.coder.size
+        flat_hashes = None if hashes is None else hashes.reshape(-1)
+        table.raw = self.coder.encode(keys.reshape(-1), flat_hashes).reshape(keys.shape)
+        table.coded = (before, self.coder.size)
         return table
 
     def apply(self, table: RawTable) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """``(codes [n, S], dense [n, Dn], label [n])`` of a prepared keyed block, or None
         when it has a bad value (the generic path then reports and drops the bad rows)."""
-        keys, hashes = table.keys, table.hashes
-        assert keys is not None and hashes is not None, "KeyedCoder.prepare first"
-        table.keys = table.hashes = None  # salted and consumed: not reusable
-        before = self.coder.size
-        raw = self.coder.encode(keys.reshape(-1), hashes.reshape(-1)).reshape(keys.shape)
-        del keys, hashes
-        if self.coder.size > before:
-            self._learn(before)
+        assert table.raw is not None or (table.keys is not None and table.salted), "KeyedCoder.prepare first"
+        raw, (before, after) = self.code(table).raw, table.coded
+        table.raw = None
+        if after > before:
+            self._learn(before, after)
+        if jit.ENABLED:  # one pass: the bad-value check and the three gathers
+            return jit.lookup(raw, self._code, self._value, self._bad, self._n_bad > 0, self.n_sparse)
         if self._n_bad and self._bad[raw].any():
             return None
         s = self.n_sparse
         return self._code[raw[:, 1 : 1 + s]], self._value[raw[:, 1 + s :]], self._value[raw[:, 0]]
 
-    def _learn(self, before: int) -> None:
-        """Fill the tables for the raw codes ``before + 1 ..`` just created."""
-        keys = self.coder.keys[before:]
-        size = self.coder.size + 1
+    def _learn(self, before: int, after: int) -> None:
+        """Fill the tables for the raw codes ``before + 1 .. after`` of one block."""
+        keys = self.coder.keys[before:after]
+        size = after + 1
         if size > len(self._code):
             self._code, self._bad = grow(self._code, size), grow(self._bad, size)
             self._value = self._code.view(np.float32)

@@ -37,7 +37,9 @@ class RawTable:
             (``ctrzip.data.readers.fields``); the encoder's fast path reads these instead.
         parse: builds ``frame`` when it is first needed (a keyed block rarely needs it).
 
-    ``hashes`` (uint64, like ``keys``) is left for the encoder to fill ahead of time.
+    ``hashes`` (uint64, like ``keys``) is left for the encoder to fill ahead of time,
+    ``salted`` says that it has prepared ``keys`` in place, ``raw`` (int32, like ``keys``)
+    holds their codes once coded and ``coded`` the range of codes the block created.
     """
 
     def __init__(
@@ -55,6 +57,9 @@ class RawTable:
         self._frame, self._parse = frame, parse
         self.lines, self.rows, self.nbytes, self.keys = lines, rows, nbytes, keys
         self.hashes: np.ndarray | None = None
+        self.salted = False
+        self.raw: np.ndarray | None = None
+        self.coded = (0, 0)
 
     @property
     def frame(self) -> pl.DataFrame:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ctrzip.data import jit
+
 MAX_KEY_BYTES = 8
 # keeps the first k bytes of a little-endian word: _MASKS[k] (k = 0..8)
 _MASKS = np.array([(1 << (8 * k)) - 1 for k in range(MAX_KEY_BYTES + 1)], dtype=np.uint64)
@@ -21,6 +23,19 @@ def field_keys(
     data: bytes, separator: str, n_lines: int, n_cols: int, want: list[int], quote: str | None
 ) -> np.ndarray | None:
     """uint64 [n_lines, len(want)] keys of columns ``want``, or None (see module docstring).
+
+    The compiled kernel (``ctrzip.data.jit``, one pass over the bytes) when numba is
+    installed, else ``field_keys_numpy``; both give the same result.
+    """
+    if jit.ENABLED:
+        return jit.field_keys(data, separator, n_lines, n_cols, want, quote)
+    return field_keys_numpy(data, separator, n_lines, n_cols, want, quote)
+
+
+def field_keys_numpy(
+    data: bytes, separator: str, n_lines: int, n_cols: int, want: list[int], quote: str | None
+) -> np.ndarray | None:
+    """``field_keys`` in numpy array passes.
 
     Args:
         data: whole lines, each ending with ``\\n``.
