@@ -53,6 +53,7 @@ from ctrzip.config import ConfigError
 from ctrzip.progress import ProgressBars
 
 _BETAS, _EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam defaults, as fit_codes uses them
+_BAR_EVERY = 16  # steps between progress-bar updates (one update per field per step costs ~10 us each)
 
 
 @dataclass
@@ -94,7 +95,9 @@ class _Stack:
             ]
         else:
             params = [stack(lambda c: c.books)]
-        return cls(params, [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params], linear)
+        return cls(
+            params, [torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params], linear
+        )
 
     def select(self, idx: Tensor | None) -> _Stack:
         """The stack of the fields ``idx`` (a copy; None = this stack itself)."""
@@ -112,7 +115,9 @@ class _Stack:
         if idx is None:
             return
         for mine, theirs in zip(
-            self.params + self.exp_avg + self.exp_avg_sq, part.params + part.exp_avg + part.exp_avg_sq, strict=True
+            self.params + self.exp_avg + self.exp_avg_sq,
+            part.params + part.exp_avg + part.exp_avg_sq,
+            strict=True,
         ):
             mine.index_copy_(0, idx, theirs)
 
@@ -240,7 +245,7 @@ def fit_codes_batched(
     on_log: Callable[[int, dict[str, float]], None] | None = None,
     scores: Sequence[Callable[[Tensor], float] | None] | None = None,
     bars: ProgressBars | None = None,
-    label: str = "stage 1",
+    labels: Sequence[str] | None = None,
 ) -> list[CodeLearningResult]:
     """``fit_codes`` for several fields, the PQ fields of one width trained in one loop.
 
@@ -260,8 +265,8 @@ def fit_codes_batched(
         on_log: optional ``(field index, history entry)`` callback.
         scores: per field the plug-in AUC of its decoded rows (or None); needed by
             ``config.select_every``.
-        bars: progress bars: one bar per width group (rows processed); None = none.
-        label: the bar's description.
+        bars: progress bars to add one bar per field to (steps, rows/s, ETA); None = none.
+        labels: per field its bar's description (None = ``stage 1 [i]``).
 
     Returns:
         One ``CodeLearningResult`` per field, in order. ``seconds`` is the field's own work
@@ -273,27 +278,31 @@ def fit_codes_batched(
     """
     cfg, m, k = config, num_subspaces, codebook_size
     scores = list(scores) if scores is not None else [None] * len(tables)
-    if not len(tables) == len(counts) == len(scores):
+    labels = list(labels) if labels is not None else [f"stage 1 [{i}]" for i in range(len(tables))]
+    if not len(tables) == len(counts) == len(scores) == len(labels):
         raise ConfigError(
-            f"fit_codes_batched: {len(tables)} tables, {len(counts)} counts, {len(scores)} scores; "
-            "give one of each per field"
+            f"fit_codes_batched: {len(tables)} tables, {len(counts)} counts, {len(scores)} scores, "
+            f"{len(labels)} labels; give one of each per field"
         )
     if cfg.quantizer != "pq":  # RQ/AQ assignment is sequential per stage: per field
         return [
-            fit_codes(t, c, m, k, cfg, seed, log_every, _bind(on_log, i), scores[i], bars, f"{label} [{i}]")
+            fit_codes(t, c, m, k, cfg, seed, log_every, _bind(on_log, i), scores[i], bars, labels[i])
             for i, (t, c) in enumerate(zip(tables, counts, strict=True))
         ]
     torch.manual_seed(seed)  # as fit_codes leaves the global generator
-    fields = [_prepare(t, c, m, k, cfg, seed, scores[i], i) for i, (t, c) in enumerate(zip(tables, counts, strict=True))]
+    fields = [
+        _prepare(t, c, m, k, cfg, seed, scores[i], i)
+        for i, (t, c) in enumerate(zip(tables, counts, strict=True))
+    ]
     histories: list[list[dict[str, float]]] = [[] for _ in fields]
     shares = [0.0] * len(fields)
     by_width: dict[int, list[int]] = {}
     for i, fl in enumerate(fields):
         if fl.steps > 0:
             by_width.setdefault(fl.x.shape[1], []).append(i)
-    for width, group in by_width.items():
+    for group in by_width.values():
         t0 = time.perf_counter()
-        _train_group(group, fields, histories, m, k, cfg, log_every, on_log, scores, bars, f"{label} (D={width})")
+        _train_group(group, fields, histories, m, k, cfg, log_every, on_log, scores, bars, labels)
         spent = time.perf_counter() - t0
         total_rows = sum(fields[i].steps * fields[i].batch for i in group)
         for i in group:
@@ -325,12 +334,16 @@ def _prepare(
     n, d = x.shape
     dev = x.device
     if d % m:
-        raise ConfigError(f"num_subspaces={m} must divide the embedding width {d} (quantizer pq, field {index})")
+        raise ConfigError(
+            f"num_subspaces={m} must divide the embedding width {d} (quantizer pq, field {index})"
+        )
     if n == 0:
         raise ConfigError(f"field {index} has no rows to quantize")
     steps, batch = cfg.budget(n)
     if cfg.select_every > 0 and steps > 0 and score is None:
-        raise ConfigError(f"code_learning.select_every needs a score function (the plug-in AUC) for field {index}")
+        raise ConfigError(
+            f"code_learning.select_every needs a score function (the plug-in AUC) for field {index}"
+        )
     gen = torch.Generator(device=dev).manual_seed(seed)
     w = popularity_weights(counts.cpu(), cfg.weighting).to(dev)
     scale = float(torch.sqrt((w[:, None] * x.pow(2)).sum() / (w.sum() * d)).clamp_min(1e-12))
@@ -379,7 +392,7 @@ def _train_group(
     on_log: Callable[[int, dict[str, float]], None] | None,
     scores: list[Callable[[Tensor], float] | None],
     bars: ProgressBars | None,
-    label: str,
+    labels: list[str],
 ) -> None:
     """The Adam loop of ``fit_codes._train`` for the fields ``group`` (one width) at once; each
     field's trained state is written back into its ``coder``."""
@@ -395,7 +408,9 @@ def _train_group(
     if not bool(torch.equal(w_all, w_all.floor())):  # popularity_weights are whole numbers
         raise AssertionError("batched sampling needs whole-number popularity weights")
     cdf = torch.cumsum(w_all, 0)
-    totals = torch.stack([cdf[o + n - 1] - (cdf[o - 1] if o > 0 else 0) for o, n in zip(offsets.tolist(), sizes)])
+    totals = torch.stack(
+        [cdf[o + n - 1] - (cdf[o - 1] if o > 0 else 0) for o, n in zip(offsets.tolist(), sizes, strict=True)]
+    )
     bases = torch.stack([cdf[o - 1] if o > 0 else cdf.new_zeros(()) for o in offsets.tolist()])
     last = offsets + torch.tensor(sizes, device=dev) - 1
     rho = cfg.rho if cfg.rho is not None else 1.0 / m
@@ -406,9 +421,11 @@ def _train_group(
         if scores[i] is not None and cfg.select_every > 0:
             best[j] = (_score(scores[i], fs[j].coder, fs[j], cfg), copy.deepcopy(fs[j].coder.state_dict()), 0)
     with_bar = bars if bars is not None else ProgressBars(False)
-    task = with_bar.add(
-        f"{label}: {len(fs)} fields", sum(f.steps * f.batch for f in fs), unit="rows", status=""
-    )
+    tasks = [
+        with_bar.add(labels[i], f.steps, unit="rows", per_step=f.batch)
+        for i, f in zip(group, fs, strict=True)
+    ]
+    pending = [0] * len(fs)  # steps not yet shown: bars move every _BAR_EVERY steps, not every step
     done = 0
     for end in sorted({f.steps for f in fs}):
         act = [j for j, f in enumerate(fs) if f.steps >= end]
@@ -423,7 +440,7 @@ def _train_group(
             mask[r, :bj] = 1.0
         rows_f = torch.tensor(batches, device=dev, dtype=torch.float32)
         sel = idx if idx is not None else torch.arange(len(fs), device=dev)
-        tot, base, off, top = totals[sel], bases[sel], offsets[sel], last[sel]
+        tot, base, top = totals[sel], bases[sel], last[sel]
         u = torch.zeros(len(act), b, dtype=torch.float64, device=dev)
         neg_buffers = None
         if cfg.beta > 0 and k > 1:
@@ -434,10 +451,9 @@ def _train_group(
                 torch.ones(shape, dtype=torch.long, device=dev),
             )
         gens = [fs[j].gen for j in act]
-        status = f"{len(act)}/{len(fs)} fields, batch {b}"
         for step in range(done + 1, end + 1):
-            for r, j in enumerate(act):  # each field's own stream, as sample_by_weight draws it
-                torch.rand(batches[r], generator=gens[r], dtype=torch.float64, device=dev, out=u[r, : batches[r]])
+            for r, (g, bj) in enumerate(zip(gens, batches, strict=True)):  # as sample_by_weight draws
+                torch.rand(bj, generator=g, dtype=torch.float64, device=dev, out=u[r, :bj])
             v = torch.floor(u * tot[:, None]) + base[:, None]  # whole-number cdf: same index as u * total
             picked = torch.searchsorted(cdf, v, right=True)
             picked = torch.minimum(picked, top[:, None])
@@ -456,7 +472,13 @@ def _train_group(
             due = [r for r, j in enumerate(act) if step == 1 or step % log_every == 0 or step == fs[j].steps]
             if due:
                 _log(due, act, step, loss, terms, revived, histories, group, on_log)
-            with_bar.advance(task, sum(batches), status=status)
+            for r, j in enumerate(act):
+                pending[j] += 1
+                if step % _BAR_EVERY == 0 or step == fs[j].steps or r in due:
+                    entry = histories[group[j]][-1] if r in due else None
+                    loss_text = None if entry is None else f"loss {entry['loss']:.4f}"
+                    with_bar.advance(tasks[j], pending[j], status=loss_text)
+                    pending[j] = 0
             if cfg.select_every > 0 and step % cfg.select_every == 0:
                 for r, j in enumerate(act):
                     if j in best:
@@ -483,13 +505,19 @@ def _detached_state(coder: _Coder) -> dict[str, Tensor]:
     return {key: v.detach().clone() for key, v in coder.state_dict().items()}
 
 
-def _score(score: Callable[[Tensor], float] | None, coder: _Coder, fl: _Field, cfg: CodeLearningConfig) -> float:
+def _score(
+    score: Callable[[Tensor], float] | None, coder: _Coder, fl: _Field, cfg: CodeLearningConfig
+) -> float:
     assert score is not None
     return score(_assign_all(coder, fl.x, cfg.quantizer, cfg.aq_icm_iters)[1] * fl.scale)
 
 
 def _negative_fn(
-    buffers: tuple[Tensor, Tensor, Tensor], gens: list[torch.Generator], batches: list[int], k: int, rho: float
+    buffers: tuple[Tensor, Tensor, Tensor],
+    gens: list[torch.Generator],
+    batches: list[int],
+    k: int,
+    rho: float,
 ) -> Callable[[Tensor], Tensor]:
     """``semi_synthetic_negatives`` for padded codes ``[F, B, M]``, each field drawing from its
     own generator in the same order and shapes (mask, forced position, shift)."""
