@@ -53,6 +53,7 @@ from ctrzip.config import ConfigError
 from ctrzip.progress import ProgressBars
 
 _BETAS, _EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam defaults, as fit_codes uses them
+_CPU_PAD_RATIO = 0.75  # on CPU, pad a field's batch by at most 1/0.75 (see _buckets)
 _BAR_EVERY = 16  # steps between progress-bar updates (one update per field per step costs ~10 us each)
 
 
@@ -300,7 +301,7 @@ def fit_codes_batched(
     for i, fl in enumerate(fields):
         if fl.steps > 0:
             by_width.setdefault(fl.x.shape[1], []).append(i)
-    for group in by_width.values():
+    for group in (b for width in by_width.values() for b in _buckets(width, fields)):
         t0 = time.perf_counter()
         _train_group(group, fields, histories, m, k, cfg, log_every, on_log, scores, bars, labels)
         spent = time.perf_counter() - t0
@@ -308,6 +309,22 @@ def fit_codes_batched(
         for i in group:
             shares[i] = spent * fields[i].steps * fields[i].batch / total_rows
     return [_finish(fl, histories[i], shares[i], m, cfg) for i, fl in enumerate(fields)]
+
+
+def _buckets(group: list[int], fields: list[_Field]) -> list[list[int]]:
+    """The fields of one width split into loops. On CUDA one loop (a step is launch-bound:
+    padding a small field's batch to the largest costs nothing). On CPU a step is compute-bound,
+    so fields whose batch is under ``_CPU_PAD_RATIO`` of their loop's largest start their own
+    loop instead of being padded (fields are independent: the order of loops changes nothing)."""
+    if fields[group[0]].x.device.type == "cuda":
+        return [group]
+    out: list[list[int]] = []
+    for i in sorted(group, key=lambda i: -fields[i].batch):
+        if out and fields[i].batch >= _CPU_PAD_RATIO * fields[out[-1][0]].batch:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return [sorted(b) for b in out]
 
 
 def _bind(
