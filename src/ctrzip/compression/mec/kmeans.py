@@ -52,13 +52,13 @@ def nearest(x: Tensor, centroids: Tensor, chunk: int | None = None) -> tuple[Ten
         )
     if chunk is None:
         chunk = _CPU_CHUNK if x.device.type == "cpu" else _CHUNK
-    c_sq = centroids.pow(2).sum(-1, keepdim=True).transpose(1, 2)  # [G, 1, K]
-    c_t = centroids.transpose(1, 2)
+    # ||c||^2 - 2 x.c as one matmul [x, 1] @ [-2c, ||c||^2]^T: the [G, n, K] block is written
+    # once (baddbmm first copies the broadcast ||c||^2 into it); ||x||^2 does not move the argmin
+    c_aug = torch.cat([-2 * centroids, centroids.pow(2).sum(-1, keepdim=True)], -1).transpose(1, 2)
     idx_parts, dist_parts = [], []
     for s in range(0, x.shape[1], chunk):
         xb = x[:, s : s + chunk]  # [G, n, d]
-        # ||c||^2 - 2 x.c in one fused pass over the [G, n, K] block; ||x||^2 does not move the argmin
-        part = torch.baddbmm(c_sq, xb, c_t, alpha=-2.0)
+        part = torch.bmm(torch.cat([xb, xb.new_ones(*xb.shape[:-1], 1)], -1), c_aug)
         val, idx = part.min(dim=-1)
         idx_parts.append(idx)
         dist_parts.append((val + xb.pow(2).sum(-1)).clamp_min(0))

@@ -201,12 +201,24 @@ def batched_losses(
     else:
         s = xb
     target = s.reshape(f, b, m, w)
-    cross = torch.einsum("fbmw,fmkw->fbmk", target, books)
-    dist = target.pow(2).sum(-1, keepdim=True) - 2 * cross + books.pow(2).sum(-1).unsqueeze(1)  # [F, B, M, K]
-    codes = dist.argmin(-1)  # [F, B, M]
+    # -||t - c||^2 / tau_a up to a per-row constant (-||t||^2 / tau_a, which moves neither the
+    # argmin nor the softmax nor its gradient) in ONE matmul per sub-space: [t, 1] @ [2c, -||c||^2]
+    # / tau_a. The [F*M, B, K] block is the step's largest tensor; written once, read by argmax,
+    # softmax and one reduction (the unfused form took ~25 passes over it forward and backward).
+    t_aug = torch.cat([target, target.new_ones(f, b, m, 1)], -1).permute(0, 2, 1, 3).reshape(f * m, b, w + 1)
+    c_aug = torch.cat([2 * books, -books.pow(2).sum(-1, keepdim=True)], -1).reshape(f * m, k, w + 1)
+    c_aug = c_aug.transpose(1, 2) / cfg.tau_assign
+    if cfg.alpha > 0:
+        logits_a = torch.bmm(t_aug, c_aug)  # [F*M, B, K]
+        codes = logits_a.detach().argmax(-1)
+    else:
+        with torch.no_grad():
+            codes = torch.bmm(t_aug, c_aug).argmax(-1)
+    codes = codes.reshape(f, m, b).transpose(1, 2)  # [F, B, M]
     offsets = (torch.arange(f * m, device=xb.device) * k).reshape(f, 1, m)
     flat_books = books.reshape(f * m * k, w)
-    q = F.embedding(codes + offsets, flat_books).reshape(f, b, d)
+    # index_select, not F.embedding: its CPU backward is a sort-based kernel 5-10x slower here
+    q = flat_books.index_select(0, (codes + offsets).reshape(-1)).reshape(f, b, d)
     q_st = s + (q - s).detach()
     dec = torch.baddbmm(dec_b.unsqueeze(1), q_st, dec_w.transpose(1, 2)) if len(params) == 5 else q_st
     per_elem = rows * d
@@ -217,15 +229,16 @@ def batched_losses(
     terms = {"vq": mse(q, s.detach()), "commit": mse(s, q.detach()), "recon": mse(dec, xb)}
     loss = terms["vq"] + cfg.commitment * terms["commit"] + terms["recon"]
     if cfg.alpha > 0:
-        a = torch.softmax(-dist / cfg.tau_assign, dim=-1)
-        p = (a * mask[:, :, None, None]).sum(1) / rows[:, None, None]  # [F, M, K]
+        a = torch.softmax(logits_a, dim=-1)  # [F*M, B, K]
+        row_w = mask.repeat_interleave(m, 0).unsqueeze(1)  # [F*M, 1, B]
+        p = torch.bmm(row_w, a).reshape(f, m, k) / rows[:, None, None]  # [F, M, K]
         entropy = -(p * torch.log(p + 1e-10)).sum(-1)
         terms["reg"] = (math.log(k) - entropy).mean(-1)
         loss = loss + cfg.alpha * terms["reg"]
     if negatives is not None:
         neg = negatives(codes)  # [F, B, N, M]
         n_neg = neg.shape[2]
-        negs = F.embedding(neg + offsets.unsqueeze(2), flat_books).reshape(f, b, n_neg, d)
+        negs = flat_books.index_select(0, (neg + offsets.unsqueeze(2)).reshape(-1)).reshape(f, b, n_neg, d)
         anchor = F.normalize(s, dim=-1, eps=1e-8)
         cands = F.normalize(torch.cat([q.unsqueeze(2), negs], 2), dim=-1, eps=1e-8)
         logits = torch.einsum("fbd,fbnd->fbn", anchor, cands) / cfg.tau
