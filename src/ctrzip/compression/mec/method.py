@@ -183,7 +183,8 @@ def _swap(model: CTRModel, tables: list[tuple[str, EmbeddingTable]]) -> list[tup
 
 @register_method("mec", MECConfig)
 class MEC(CompressionMethod[MECConfig]):
-    """Stage 1 per field, swap, plug-in AUC, stage-2 protocol; returns a JSON-able report."""
+    """Stage 1 (all chosen fields in one batched loop, ``fit_codes_batched``), swap, plug-in
+    AUC, stage-2 protocol; returns a JSON-able report."""
 
     def run(self, model: CTRModel, data: EncodedDataset | None) -> dict[str, Any]:
         from ctrzip.train import evaluate

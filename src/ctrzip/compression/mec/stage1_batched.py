@@ -12,10 +12,14 @@ What stays exactly per field, so each field computes what ``fit_codes`` computes
   (rows, negatives, dead-code picks; each draw written into a padded ``[F, B, ...]`` buffer);
 - its own budget ``(steps, batch)``: fields are sorted by steps and the loop runs in segments
   over the fields still training; a field with a smaller batch is padded to the largest and
-  its padded rows are masked out of every loss term (weight 0);
+  its padded rows are masked out of every loss term (weight 0). On CPU, where a step is
+  compute-bound, fields whose batch is well under the largest run in their own loop instead
+  (``_buckets``); on CUDA one loop per width;
 - k-means start, dead-code replacement over the whole table, plug-in selection, folding.
-Equal up to float summation order (a batched matmul sums in another order than ``addmm``);
-``tests/compression/mec/test_stage1_batched.py`` checks losses and codes against ``fit_codes``.
+Equal up to float summation order (a batched matmul sums in another order than ``addmm``, and
+the distances are computed as one matmul ``[t, 1] @ [2c, -|c|^2]``, which drops the per-row
+constant ``|t|^2``: same argmin, same softmax); ``tests/compression/mec/test_stage1_batched.py``
+checks every logged loss, the codes and the codebooks against ``fit_codes``.
 
 Rows are stored concatenated (no padding to the largest vocabulary, which would multiply the
 memory of a 10M-row field by the number of fields); a field's rows are drawn with the
@@ -434,6 +438,8 @@ def _train_group(
     sizes = [len(f.x) for f in fs]
     offsets = torch.tensor([0, *sizes[:-1]], device=dev).cumsum(0)  # [G] int64
     x_all = torch.cat([f.x for f in fs])
+    for f, o, n in zip(fs, offsets.tolist(), sizes, strict=True):  # views: no second copy
+        f.x = x_all[o : o + n]
     w_all = torch.cat([f.w for f in fs]).double()
     if not bool(torch.equal(w_all, w_all.floor())):  # popularity_weights are whole numbers
         raise AssertionError("batched sampling needs whole-number popularity weights")
@@ -562,7 +568,8 @@ def _negative_fn(
             torch.randint(1, k, (bj, n, m), generator=g, device=u.device, out=shift[r, :bj])
         mask = u < rho
         none = ~mask.any(-1)
-        mask |= none.unsqueeze(-1) & F.one_hot(forced, m).bool()
+        # == arange instead of F.one_hot, which checks its input's range (a host sync on CUDA)
+        mask |= none.unsqueeze(-1) & (forced.unsqueeze(-1) == torch.arange(m, device=u.device))
         pos = codes.unsqueeze(2).expand(u.shape)
         return torch.where(mask, (pos + shift) % k, pos)
 
