@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from ctrzip.compression import compress
+from ctrzip.compression.mec import stage1_batched
 from ctrzip.compression.mec.method import MECConfig
 from ctrzip.compression.mec.stage1 import CodeLearningConfig, CodeLearningResult, fit_codes
-from ctrzip.compression.mec.stage1_batched import batched_losses, fit_codes_batched
+from ctrzip.compression.mec.stage1_batched import _buckets, batched_losses, fit_codes_batched
 from ctrzip.config import ConfigError
 from ctrzip.data.dataset import EncodedDataset, SplitArrays, save_counts, save_split
 from ctrzip.data.loader import resolve_device
@@ -65,7 +66,12 @@ def _same(ref: CodeLearningResult, got: CodeLearningResult) -> None:
         {"epochs": 2.0, "min_steps": 7, "rho": 0.7},  # budgets 7, 24, 7 steps
     ],
 )
-def test_batched_gives_each_field_what_fit_codes_gives_it(overrides):
+@pytest.mark.parametrize("one_loop", [False, True])
+def test_batched_gives_each_field_what_fit_codes_gives_it(overrides, one_loop, monkeypatch):
+    """``one_loop``: every field in one padded loop, as on CUDA (on CPU the 90-row field
+    otherwise gets its own loop rather than being padded to 128 rows)."""
+    if one_loop:
+        monkeypatch.setattr(stage1_batched, "_CPU_PAD_RATIO", 0.0)
     tables, counts = _fields()
     cfg = CodeLearningConfig(**{**BASE, "epochs": 1.0, "min_steps": 8, **overrides})  # 8, 12, 8 steps
     ref = [fit_codes(t, c, 2, 16, cfg, seed=3, log_every=2) for t, c in zip(tables, counts, strict=True)]
@@ -75,8 +81,10 @@ def test_batched_gives_each_field_what_fit_codes_gives_it(overrides):
         _same(r, g)
 
 
-def test_dead_code_replacement_and_selection_match_per_field():
-    """Revivals draw from each field's generator; selection keeps each field's best state."""
+def test_dead_code_replacement_and_selection_match_per_field(monkeypatch):
+    """Revivals draw from each field's generator; selection keeps each field's best state
+    (in one padded loop, as on CUDA)."""
+    monkeypatch.setattr(stage1_batched, "_CPU_PAD_RATIO", 0.0)
     tables, counts = _fields()
     g = torch.Generator().manual_seed(1)
     centers = torch.randn(4, 8, generator=g)  # 4 tight clusters, 16 codewords: dead codes
@@ -236,3 +244,14 @@ def test_mec_codes_equal_per_field_fit_codes_and_the_small_field_stays_dense(tmp
         assert (st["steps"], st["batch_size"]) == (ref.steps, ref.batch_size)
         budgets.add(ref.steps)
     assert len(budgets) == 2  # the two fields trained for different numbers of steps
+
+
+def test_cpu_loops_group_fields_of_similar_batch():
+    tables, counts = _fields(sizes=(300, 1500, 90, 70))
+    cfg = CodeLearningConfig(**BASE, steps=1)
+    fields = [
+        stage1_batched._prepare(t, c, 2, 8, cfg, 0, None, i)
+        for i, (t, c) in enumerate(zip(tables, counts, strict=True))
+    ]
+    assert [f.batch for f in fields] == [128, 128, 90, 70]
+    assert _buckets([0, 1, 2, 3], fields) == [[0, 1], [2, 3]]  # 90 < 0.75 * 128, 70 >= 0.75 * 90
