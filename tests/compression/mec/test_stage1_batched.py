@@ -255,3 +255,16 @@ def test_cpu_loops_group_fields_of_similar_batch():
     ]
     assert [f.batch for f in fields] == [128, 128, 90, 70]
     assert _buckets([0, 1, 2, 3], fields) == [[0, 1], [2, 3]]  # 90 < 0.75 * 128, 70 >= 0.75 * 90
+
+
+def test_dead_code_usage_counts_equal_table_usage():
+    from ctrzip.compression.mec.stage1 import _Coder, table_usage
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(500, 8, generator=g)
+    coder = _Coder(8, torch.randn(2, 16, 4, generator=g), linear=True)
+    with torch.no_grad():
+        coder.enc.weight.add_(0.1 * torch.randn(8, 8, generator=g))
+    fast = stage1_batched._pq_usage(coder, x, 2, 16)
+    assert torch.equal(fast, table_usage(coder, x, 16, CodeLearningConfig()))
+    assert fast.sum() == 2 * 500
