@@ -73,7 +73,6 @@ class _Field:
     gen: torch.Generator
     steps: int
     batch: int
-    t0: float
     prep_seconds: float = 0.0
 
 
@@ -135,7 +134,6 @@ class _Stack:
         """A ``_Coder`` whose parameters share storage with field ``j`` of the stack (in-place
         edits, e.g. dead-code replacement, land in the stack)."""
         books = self.books.detach()[j]
-        m, k, w = books.shape
         coder = _Coder.__new__(_Coder)
         nn.Module.__init__(coder)
         coder.enc = nn.Identity()
@@ -385,7 +383,7 @@ def _prepare(
     x = x / scale
     books = _initial_books(x, w, m, k, cfg.quantizer, cfg.kmeans_iters, seed)
     coder = _Coder(d, books, cfg.encoder == "linear").to(dev)
-    return _Field(x, w, scale, coder, gen, steps, batch, t0, time.perf_counter() - t0)
+    return _Field(x, w, scale, coder, gen, steps, batch, time.perf_counter() - t0)
 
 
 def _finish(
