@@ -27,7 +27,8 @@ from ctrzip.compression.mec.fields import (
     first_order_tables,
 )
 from ctrzip.compression.mec.losses import popularity_weights
-from ctrzip.compression.mec.stage1 import CodeLearningConfig, CodeLearningResult, fit_codes
+from ctrzip.compression.mec.stage1 import CodeLearningConfig, CodeLearningResult
+from ctrzip.compression.mec.stage1_batched import fit_codes_batched
 from ctrzip.compression.mec.stage2 import (
     FINETUNE_PRESET,
     RETRAIN_PRESET,
@@ -184,7 +185,8 @@ def _swap(model: CTRModel, tables: list[tuple[str, EmbeddingTable]]) -> list[tup
 
 @register_method("mec", MECConfig)
 class MEC(CompressionMethod[MECConfig]):
-    """Stage 1 per field, swap, plug-in AUC, stage-2 protocol; returns a JSON-able report."""
+    """Stage 1 (all chosen fields in one batched loop, ``fit_codes_batched``), swap, plug-in
+    AUC, stage-2 protocol; returns a JSON-able report."""
 
     def run(self, model: CTRModel, data: EncodedDataset | None) -> dict[str, Any]:
         if data is None:
@@ -216,8 +218,9 @@ class MEC(CompressionMethod[MECConfig]):
         lr_tables = first_order_embeddings(model)
         swaps: list[tuple[str, EmbeddingTable]] = []
         with ProgressBars(cfg.progress and dist.is_main()) as bars:
+            learned = self._learn_codes(model, chosen, data, dev, bars)
             for name in chosen:
-                field_report, new = self._quantize_field(model, name, data, lr_tables, dev, bars)
+                field_report, new = self._quantize_field(model, name, data, lr_tables, dev, learned[name])
                 if cfg.plugin_per_field:  # this field alone on codes
                     old = _swap(model, new)
                     field_report["plugin"] = score()
@@ -286,6 +289,51 @@ class MEC(CompressionMethod[MECConfig]):
                     f"{v} rows; {fix}"
                 )
 
+    def _learn_codes(
+        self, model: CTRModel, chosen: list[str], data: EncodedDataset, dev: torch.device, bars: ProgressBars
+    ) -> dict[str, CodeLearningResult]:
+        """Stage 1 on the real ids (padding 0 and OOV V-1 stay dense) of every chosen field, the
+        fields of one width in one batched loop (``fit_codes_batched``)."""
+        cfg = self.config
+        tables, counts, scores = [], [], []
+        for name in chosen:
+            fqn = f"embedding.tables.{name}"
+            table: EmbeddingTable = model.embedding.tables[name]  # type: ignore[assignment]
+            v = table.num_embeddings
+            weight = table.materialize().to(dev)
+            tables.append(weight[1 : v - 1])
+            counts.append(as_tensor_counts(data.counts.get(name), v)[1 : v - 1].to(dev))
+            score = None
+            if cfg.code_learning.select_every > 0:
+
+                def score(decoded: torch.Tensor, weight: torch.Tensor = weight, fqn: str = fqn) -> float:
+                    """Valid AUC with this field's rows decoded (first-order weights still dense)."""
+                    trial = weight.clone()
+                    trial[1 : len(weight) - 1] = decoded
+                    old = _swap(model, [(fqn, DenseTable.from_tensor(trial).to(dev))])
+                    try:
+                        valid = data["valid"]
+                        return sharded_evaluate(model, valid, batch_size=cfg.eval_batch_size, device=dev)[
+                            "auc"
+                        ]
+                    finally:
+                        _swap(model, old)
+
+            scores.append(score)
+        results = fit_codes_batched(
+            tables,
+            counts,
+            cfg.num_subspaces,
+            cfg.codebook_size,
+            cfg.code_learning,
+            cfg.seed,
+            scores=scores,
+            bars=bars,
+            labels=[f"stage 1 {name}" for name in chosen],
+        )
+        # every rank fitted the fields; all keep rank 0's codes (CUDA k-means varies in the last bits)
+        return {name: pin_result(res) for name, res in zip(chosen, results, strict=True)}
+
     def _quantize_field(
         self,
         model: CTRModel,
@@ -293,43 +341,16 @@ class MEC(CompressionMethod[MECConfig]):
         data: EncodedDataset,
         lr_tables: dict[str, Any],
         dev: torch.device,
-        bars: ProgressBars | None = None,
+        res: CodeLearningResult,
     ) -> tuple[dict[str, Any], list[tuple[str, EmbeddingTable]]]:
-        """Stage 1 on the real ids of one field; returns its report and the tables to swap in
-        as ``(fqn, table)``."""
+        """Swap-in tables for one field from its stage-1 result ``res``; returns its report and
+        the tables to swap in as ``(fqn, table)``."""
         cfg = self.config
         fqn = f"embedding.tables.{name}"
         table: EmbeddingTable = model.embedding.tables[name]  # type: ignore[assignment]
         v = table.num_embeddings
         weight = table.materialize().to(dev)
-        counts_all = as_tensor_counts(data.counts.get(name), v)
-        counts = counts_all[1 : v - 1]  # real ids only: padding (0) and OOV (V-1) stay dense
-        score = None
-        if cfg.code_learning.select_every > 0:
-
-            def score(decoded: torch.Tensor) -> float:
-                """Valid AUC with this field's rows decoded (first-order weights still dense)."""
-                trial = weight.clone()
-                trial[1 : v - 1] = decoded
-                old = _swap(model, [(fqn, DenseTable.from_tensor(trial).to(dev))])
-                try:
-                    valid = data["valid"]
-                    return sharded_evaluate(model, valid, batch_size=cfg.eval_batch_size, device=dev)["auc"]
-                finally:
-                    _swap(model, old)
-
-        res: CodeLearningResult = fit_codes(
-            weight[1 : v - 1],
-            counts.to(dev),
-            cfg.num_subspaces,
-            cfg.codebook_size,
-            cfg.code_learning,
-            cfg.seed,
-            score=score,
-            bars=bars,
-            label=f"stage 1 {name}",
-        )
-        res = pin_result(res)  # every rank fitted the field; all keep rank 0's codes (CUDA k-means varies)
+        counts = as_tensor_counts(data.counts.get(name), v)[1 : v - 1]  # real ids only
         codes = torch.zeros(v, cfg.num_subspaces, dtype=torch.long, device=dev)
         codes[1 : v - 1] = res.codes
         pq = PQTable.from_dense(table, PQFit(codes, res.codebooks, res.layout, res.bias)).to(dev)
