@@ -1,0 +1,419 @@
+"""Fused lookups: several categorical fields' tables of one kind looked up with one gather.
+
+A ``TableGroup`` packs ``k`` tables of one kind and one dim (``EmbeddingTable.group_class()``
+and ``group_key()`` say which tables may be packed together) into one storage with per-field
+row offsets, so ``FieldEmbedding`` does one lookup per group instead of one per field.
+
+Ownership. The per-field tables stay the owners of their Parameters and buffers (so
+``state_dict`` keys, checkpoints and artifacts are exactly the per-field ones, and
+``model.embedding.tables[name]`` is the same object it always was): packing moves each
+member's storage into a view of the group's packed tensor (``param.data = packed[a:b]``),
+so a member's ``forward``/``materialize``/``nbytes``/``load_state_dict`` read and write the
+packed storage and no byte is held twice. A group is derived state: ``FieldEmbedding`` keeps
+it outside the module tree (no state_dict keys, not copied by ``deepcopy``/pickle) and
+re-packs whenever it is no longer current (``in_sync`` false: a member was swapped, moved to
+another device or dtype, given a new Parameter, a deepcopy was made...).
+
+A re-pack keeps the Parameter *objects* of the members it keeps (only their storage moves,
+so an optimizer built before holds the right tensors); a table swapped in brings new
+Parameters of its own, so build the optimizer after swapping tables.
+
+Subclass contract (``pack``/``forward``/``unpack``/``nbytes``; override ``in_sync`` when the
+group aliases member storage): ``forward(ids)`` takes ``[B, k]`` local ids (column ``j``
+holds ids of the ``j``-th packed table, int32 or int64) and returns ``[B, k, D]`` equal to
+``stack([t(ids[:, j]) for j, t in enumerate(tables)], 1)``, with the same gradients to the
+members' trainable tensors.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from collections.abc import Hashable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ctrzip.nn.embedding.base import DenseTable, EmbeddingTable
+
+__all__ = ["DenseTableGroup", "TableGroup", "can_pack", "pack_key"]
+
+
+def pack_key(table: EmbeddingTable) -> tuple[type[TableGroup], Hashable] | None:
+    """``(group class, group key)`` of a table, or None when it cannot be packed."""
+    cls = table.group_class()
+    return None if cls is None else (cls, table.group_key())
+
+
+def can_pack(tables: Sequence[EmbeddingTable]) -> bool:
+    """Whether all ``tables`` have one group class and one key (and there are >= 1)."""
+    keys = {pack_key(t) for t in tables}
+    return len(keys) == 1 and None not in keys
+
+
+class TableGroup(nn.Module, abc.ABC):
+    """Several categorical fields' tables of one kind and one dim, looked up with one gather.
+
+    Attributes:
+        embedding_dim: D.
+        sizes: rows of each packed table, in packing order.
+        starts: first global row of each packed table (a list).
+        offsets: ``[k]`` int64 buffer, first global row of each packed table.
+
+    The members are held in a plain list, not as submodules: they belong to the
+    ``FieldEmbedding``'s ``tables``, and a group adds no state_dict keys or parameters.
+    """
+
+    def __init__(self, tables: Sequence[EmbeddingTable]) -> None:
+        super().__init__()
+        tables = list(tables)
+        if not tables:
+            raise ValueError("a TableGroup needs at least one table")
+        dims = {t.embedding_dim for t in tables}
+        if len(dims) != 1:
+            raise ValueError(f"tables of one group must share embedding_dim, got {sorted(dims)}")
+        self._members = tables
+        self.embedding_dim = tables[0].embedding_dim
+        self.sizes = [int(t.num_embeddings) for t in tables]
+        starts = [0]
+        for n in self.sizes[:-1]:
+            starts.append(starts[-1] + n)
+        self.starts = starts  # host copy of ``offsets`` (no device sync to read it)
+        self.register_buffer("offsets", torch.tensor(starts, dtype=torch.long), persistent=False)
+
+    @property
+    def num_tables(self) -> int:
+        return len(self._members)
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.sizes)
+
+    def members(self) -> list[EmbeddingTable]:
+        """The packed tables, in packing order (column ``j`` of ``forward``'s ids)."""
+        return list(self._members)
+
+    @classmethod
+    @abc.abstractmethod
+    def pack(cls, tables: Sequence[EmbeddingTable]) -> TableGroup:
+        """One group of ``tables`` (same ``group_class()`` and ``group_key()``; ``ValueError``
+        otherwise). May move the members' storage into the group's (see the module doc)."""
+
+    @abc.abstractmethod
+    def forward(self, ids: Tensor) -> Tensor:  # [B, k] local ids -> [B, k, D]
+        ...
+
+    @abc.abstractmethod
+    def unpack(self) -> list[EmbeddingTable]:
+        """Per-field tables equal to the packed ones, no longer sharing the group's storage
+        (the group must not be used afterwards)."""
+
+    @abc.abstractmethod
+    def nbytes(self) -> int:
+        """Bytes the group holds (equal to the members' ``nbytes`` sum when it aliases them)."""
+
+    def in_sync(self) -> bool:
+        """Whether the group still computes what its members compute (default True: a group
+        holding no member storage). Aliasing groups check that every member still views the
+        packed storage."""
+        return True
+
+    def global_ids(self, ids: Tensor) -> Tensor:
+        """``[B, k]`` local ids -> int64 rows of the packed storage."""
+        if ids.dim() != 2 or ids.shape[1] != self.num_tables:
+            raise ValueError(f"expected ids of shape [B, {self.num_tables}], got {list(ids.shape)}")
+        return ids.long() + self.offsets
+
+    def extra_repr(self) -> str:
+        return f"{self.num_tables} tables, {self.total_rows} rows, dim {self.embedding_dim}"
+
+    def _check_packable(self, tables: Sequence[EmbeddingTable]) -> None:
+        if not can_pack(tables):
+            kinds = sorted({repr(pack_key(t)) for t in tables})
+            raise ValueError(f"{type(self).__name__}: tables differ in group class/key: {kinds}")
+
+
+class _DenseGroupLookup(torch.autograd.Function):
+    """One gather over the packed table; backward = one dense (or per-member sparse) scatter.
+
+    Gradients are returned to the member Parameters (whose storage are rows of ``packed``)
+    as row slices of one ``[sum N, D]`` gradient, or as sparse COO ``[N_f, D]`` gradients."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        gids: Tensor,
+        pad: Tensor | None,
+        packed: Tensor,
+        sparse: bool,
+        local: Tensor,
+        sizes: list[int],
+        *weights: Tensor,
+    ) -> Tensor:
+        out = nn.functional.embedding(gids, packed)
+        if pad is not None:
+            out = out.masked_fill(pad.unsqueeze(-1), 0.0)
+        ctx.save_for_backward(gids, pad if pad is not None else torch.empty(0), local)
+        ctx.has_pad = pad is not None
+        ctx.sizes, ctx.sparse = sizes, sparse
+        return out
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor):  # type: ignore[override]
+        gids, pad, local = ctx.saved_tensors
+        needs = ctx.needs_input_grad[6:]
+        if not any(needs):
+            return (None,) * (6 + len(needs))
+        if ctx.has_pad:
+            grad = grad.masked_fill(pad.unsqueeze(-1), 0.0)  # padding rows get no gradient
+        if ctx.sparse:
+            d = grad.shape[-1]
+            grads = [
+                torch.sparse_coo_tensor(
+                    local[..., j].reshape(1, -1).long(), grad[..., j, :].reshape(-1, d), (n, d)
+                )
+                if need
+                else None
+                for j, (n, need) in enumerate(zip(ctx.sizes, needs, strict=True))
+            ]
+        else:
+            total = sum(ctx.sizes)
+            full = torch.ops.aten.embedding_dense_backward(grad, gids, total, -1, False)
+            grads = [g if need else None for g, need in zip(full.split(ctx.sizes), needs, strict=True)]
+        return (None,) * 6 + tuple(grads)
+
+
+class DenseTableGroup(TableGroup):
+    """``DenseTable`` s of one dim, dtype, device and padding id as one ``[sum N_f, D]`` tensor.
+
+    The members' ``weight`` Parameters become row views of ``packed`` (same Parameter
+    objects, same values), so the group holds no extra bytes. ``forward`` is one
+    ``embedding`` gather; backward is one scatter into a ``[sum N_f, D]`` gradient whose row
+    slices are the members' gradients (bit-identical to per-field lookups on CPU), or, with
+    ``sparse_grad``, one sparse COO gradient per member (for ``torch.optim.SparseAdam``).
+    Lookups of the padding id are exact zeros and send no gradient to that row.
+    """
+
+    def __init__(self, tables: Sequence[DenseTable], sparse_grad: bool = False) -> None:
+        super().__init__(tables)
+        self._check_packable(tables)
+        self.padding_idx = tables[0].padding_idx
+        self.sparse_grad = sparse_grad
+        w0 = tables[0].weight
+        packed = torch.empty(self.total_rows, self.embedding_dim, dtype=w0.dtype, device=w0.device)
+        with torch.no_grad():
+            for t, start, n in zip(tables, self.starts, self.sizes, strict=True):
+                packed[start : start + n].copy_(t.weight)
+        for t, start, n in zip(tables, self.starts, self.sizes, strict=True):
+            t.weight.data = packed[start : start + n]  # same Parameter, storage now in `packed`
+        self.packed = packed  # plain attribute: the members' Parameters own these bytes
+        self.offsets = self.offsets.to(w0.device)
+
+    @classmethod
+    def pack(cls, tables: Sequence[EmbeddingTable], sparse_grad: bool = False) -> DenseTableGroup:
+        bad = [type(t).__name__ for t in tables if type(t) is not DenseTable]
+        if bad:
+            raise ValueError(f"DenseTableGroup packs DenseTable only, got {bad}")
+        return cls(tables, sparse_grad=sparse_grad)  # type: ignore[arg-type]
+
+    def forward(self, ids: Tensor) -> Tensor:
+        gids = self.global_ids(ids)
+        pad = (ids == self.padding_idx) if self.padding_idx is not None else None
+        weights = [t.weight for t in self._members]  # type: ignore[misc]
+        if not torch.is_grad_enabled() or not any(w.requires_grad for w in weights):
+            out = nn.functional.embedding(gids, self.packed)
+            return out if pad is None else out.masked_fill(pad.unsqueeze(-1), 0.0)
+        return _DenseGroupLookup.apply(gids, pad, self.packed, self.sparse_grad, ids, self.sizes, *weights)
+
+    def unpack(self) -> list[EmbeddingTable]:
+        for t in self._members:
+            if self._views(t):
+                t.weight.data = t.weight.data.clone()  # type: ignore[union-attr]
+        return list(self._members)
+
+    def nbytes(self) -> int:
+        return self.packed.numel() * self.packed.element_size()
+
+    def _views(self, t: EmbeddingTable) -> bool:
+        return t.weight.untyped_storage().data_ptr() == self.packed.untyped_storage().data_ptr()  # type: ignore[union-attr]
+
+    def in_sync(self) -> bool:
+        p = self.packed
+        base, row = p.data_ptr(), p.shape[1] * p.element_size()
+        for t, start, n in zip(self._members, self.starts, self.sizes, strict=True):
+            w = t.weight  # type: ignore[union-attr]
+            if (
+                w.device != p.device
+                or w.dtype != p.dtype
+                or w.shape != (n, p.shape[1])
+                or not w.is_contiguous()
+                or w.data_ptr() != base + start * row
+            ):
+                return False
+        return True
+
+
+# ---------------------------------------------------------------- FieldEmbedding's plan
+class FusedPlan:
+    """How a ``FieldEmbedding`` looks its fields up when fused (derived state, rebuilt on demand).
+
+    Units, in schema order of their first field: one ``TableGroup`` per set of >= 2
+    categorical fields whose tables share ``(group_class(), group_key())``; every other
+    field (sequences, tables that cannot be packed, dense numeric fields) on its own.
+    Dense numeric fields are not fused: one ``[B, n, D]`` product is exact forward, but its
+    weight gradient sums over the batch in another order than per field (differs in the
+    last bits), and fused lookups promise per-field results exactly. ``forward`` concatenates the units'
+    outputs and permutes them into schema order when the units interleave.
+    """
+
+    def __init__(self, fe: nn.Module) -> None:  # fe: FieldEmbedding (no import cycle)
+        self.signature = plan_signature(fe)
+        self.sparse_grad = bool(fe.sparse_grad)
+        names = [n for n, _ in fe._order]
+        pos = {n: i for i, n in enumerate(names)}
+        by_key: dict[tuple[type[TableGroup], Hashable], list[str]] = {}
+        for name, kind in fe._order:
+            if kind == "categorical":
+                key = pack_key(fe.tables[name])
+                if key is not None:
+                    by_key.setdefault(key, []).append(name)
+        units: list[tuple[int, str, object]] = []
+        grouped: set[str] = set()
+        self.groups: list[TableGroup] = []
+        for (cls, _), members in by_key.items():
+            if len(members) < 2:
+                continue
+            tables = [fe.tables[n] for n in members]
+            group = cls.pack(tables)
+            if isinstance(group, DenseTableGroup):  # other groups have no sparse gradients
+                group.sparse_grad = self.sparse_grad
+            self.groups.append(group)
+            grouped.update(members)
+            starts = [fe._slices[n].start for n in members]
+            units.append((pos[members[0]], "group", (group, _columns(starts), members)))
+        for name in names:
+            if name not in grouped:
+                units.append((pos[name], "field", name))
+        units.sort(key=lambda u: u[0])
+        self.units = [(kind, payload) for _, kind, payload in units]
+        order: list[str] = []
+        for kind, payload in self.units:
+            order += payload[2] if kind == "group" else [payload]  # type: ignore[index,operator,list-item]
+        cat_pos = {n: i for i, n in enumerate(order)}
+        perm = [cat_pos[n] for n in names]
+        self.perm = None if perm == list(range(len(perm))) else torch.tensor(perm)
+
+    def current(self, fe: nn.Module) -> bool:
+        return (
+            self.sparse_grad == bool(fe.sparse_grad)
+            and self.signature == plan_signature(fe)
+            and all(g.in_sync() for g in self.groups)
+        )
+
+    def release(self) -> None:
+        """Give every packed table storage of its own again (the plan is unusable after)."""
+        for g in self.groups:
+            g.unpack()
+        self.groups, self.units = [], []
+
+    def forward(self, fe: nn.Module, batch) -> Tensor:  # noqa: ANN001 (Batch) -> [B, F, D]
+        chunks = []
+        for kind, payload in self.units:
+            if kind == "group":
+                group, cols, _ = payload  # type: ignore[misc]
+                chunks.append(group(_take(batch.sparse, cols)))
+            else:
+                chunks.append(fe.field_output(payload, batch).unsqueeze(1))
+        out = chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
+        if self.perm is not None:
+            out = out.index_select(1, self.perm.to(out.device))
+        return out
+
+
+def tracing() -> bool:
+    """Whether a tracer (``torch.export``/dynamo, ``torch.jit.trace``, FX) is running: packing
+    must not run then (it would point Parameters at the tracer's fake tensors)."""
+    return bool(
+        torch.compiler.is_compiling()
+        or torch.jit.is_tracing()
+        or torch.fx._symbolic_trace.is_fx_symbolic_tracing()
+    )
+
+
+def plan_signature(fe: nn.Module) -> tuple:
+    """What a plan was built for: each categorical field's table object and pack key."""
+    return tuple(
+        (name, id(fe.tables[name]), pack_key(fe.tables[name]))
+        for name, kind in fe._order
+        if kind == "categorical"
+    )
+
+
+def _columns(cols: list[int]) -> slice | Tensor:
+    """A slice when ``cols`` are consecutive (a view, no copy), else an index tensor."""
+    if cols == list(range(cols[0], cols[0] + len(cols))):
+        return slice(cols[0], cols[0] + len(cols))
+    return torch.tensor(cols)
+
+
+def _take(x: Tensor, cols: slice | Tensor) -> Tensor:
+    if isinstance(cols, slice):
+        return x[:, cols]
+    return x.index_select(1, cols.to(x.device))
+
+
+class PlanSlot:
+    """Holds a ``FieldEmbedding``'s ``FusedPlan``; empty after ``deepcopy`` or pickling (the copy
+    re-packs its own tables on first use), and locked so concurrent forwards re-pack once."""
+
+    def __init__(self) -> None:
+        self.plan: FusedPlan | None = None
+        self.lock = threading.Lock()
+
+    def get(self, fe: nn.Module) -> FusedPlan:
+        plan = self.plan
+        if plan is not None and plan.current(fe):
+            return plan
+        with self.lock, torch.inference_mode(False), torch.no_grad():
+            if self.plan is not None and self.plan.current(fe):
+                return self.plan
+            if self.plan is not None:
+                self.plan.release()
+                self.plan = None
+            self.plan = FusedPlan(fe)
+            return self.plan
+
+    def clear(self) -> None:
+        with self.lock:
+            if self.plan is not None:
+                self.plan.release()
+            self.plan = None
+
+    def __deepcopy__(self, memo: dict) -> PlanSlot:
+        return PlanSlot()
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()  # type: ignore[misc]
+
+
+def set_fuse(model: nn.Module, fuse: bool) -> dict[nn.Module, bool]:
+    """Set ``fuse`` on every ``FieldEmbedding`` of ``model``; returns their previous values (to
+    restore with ``restore_fuse``). ``fuse=False`` also gives the tables their own storage."""
+    from ctrzip.nn.embedding.field import FieldEmbedding
+
+    prev = {}
+    for m in model.modules():
+        if isinstance(m, FieldEmbedding):
+            prev[m] = m.fuse
+            m.fuse = fuse
+            if not fuse:
+                m._plan.clear()
+    return prev
+
+
+def restore_fuse(prev: dict[nn.Module, bool]) -> None:
+    for m, fuse in prev.items():
+        m.fuse = fuse  # type: ignore[assignment]
