@@ -13,6 +13,7 @@ import ctrzip.compression  # noqa: F401  (registers every table type)
 from ctrzip.data.batch import Batch
 from ctrzip.data.schema import FeatureSchema, FieldSpec
 from ctrzip.models import MODELS, build_model
+from ctrzip.nn.embedding import fused as fused_mod
 from ctrzip.nn.embedding.base import DenseTable
 from ctrzip.nn.embedding.field import FieldEmbedding
 from ctrzip.nn.embedding.fused import DenseTableGroup, TableGroup, restore_fuse, set_fuse
@@ -61,7 +62,9 @@ def _plans(model: nn.Module) -> list:
 
 
 @pytest.mark.parametrize("name", sorted(MODELS.keys()))
-def test_every_zoo_model_fused_equals_per_field(name: str) -> None:
+def test_every_zoo_model_fused_equals_per_field(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # half the models take the GPU backward (one scatter for the whole group) on CPU
+    monkeypatch.setattr(fused_mod, "one_scatter", lambda device: sorted(MODELS.keys()).index(name) % 2 == 0)
     schema = _schema()
     batch = random_batch(schema, 64, seed=1)
     plain, fused = _pair(build_model(name, schema, seed=0))
@@ -82,6 +85,23 @@ def test_every_zoo_model_fused_equals_per_field(name: str) -> None:
     assert plans and all(p is not None and len(p.groups) == 1 for p in plans)
     assert all(p.groups[0].num_tables == 4 for p in plans)
     assert all(p is None for p in _plans(plain))
+
+
+@pytest.mark.parametrize("one", [False, True])
+def test_group_backward_both_scatter_forms_equal_per_table(
+    one: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fused_mod, "one_scatter", lambda device: one)
+    g = torch.Generator().manual_seed(3)
+    tables = [DenseTable.from_tensor(torch.randn(n, 5, generator=g)) for n in (11, 6, 20)]
+    refs = copy.deepcopy(tables)
+    ids = torch.stack([torch.randint(0, n, (40,), generator=g) for n in (11, 6, 20)], 1)
+    upstream = torch.randn(40, 3, 5, generator=g)
+    DenseTableGroup.pack(tables)(ids).backward(upstream)
+    torch.stack([t(ids[:, j]) for j, t in enumerate(refs)], 1).backward(upstream)
+    for t, r in zip(tables, refs, strict=True):
+        assert torch.equal(t.weight.grad, r.weight.grad)
+        assert torch.equal(t.weight.grad[0], torch.zeros(5))
 
 
 def test_group_pack_forward_unpack() -> None:
