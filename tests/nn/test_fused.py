@@ -287,3 +287,41 @@ def test_batch_on_int64_ids() -> None:
     b64 = Batch(b.sparse.long(), b.dense, b.label)
     fe = FieldEmbedding(schema, 4)
     assert torch.equal(fe(b), fe(b64))
+
+
+def test_artifact_saved_from_a_fused_model_loads_into_per_field_and_back(tmp_path) -> None:  # noqa: ANN001
+    from ctrzip.export import load, save
+
+    schema = _schema()
+    batch = random_batch(schema, 32, seed=6)
+    model = build_model("pnn", schema, seed=0)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    model(batch).sum().backward()  # packed (fuse is the default) and trained one step
+    opt.step()
+    assert all(p is not None for p in _plans(model))
+    save(tmp_path / "a", model)
+    back = load(tmp_path / "a")
+    set_fuse(back, False)
+    model.eval()
+    back.eval()
+    with torch.no_grad():
+        assert torch.equal(back(batch), model(batch))
+        set_fuse(back, True)
+        assert torch.equal(back(batch), model(batch))
+    assert back.state_dict().keys() == model.state_dict().keys()
+
+
+def test_a_table_shared_by_two_fields_is_not_packed() -> None:
+    schema = _schema()
+    shared = DenseTable(120, 4)
+    fe = FieldEmbedding(schema, 4, tables={"item": shared, "city": DenseTable(30, 4)})
+    fe.tables["user"] = shared  # same object for two fields (50 rows expected: ids stay < 50)
+    batch = random_batch(schema, 16)
+    plain = copy.deepcopy(fe)
+    plain.fuse = False
+    out = fe(batch)
+    plan = fe._plan.plan
+    members = [id(t) for g in plan.groups for t in g.members()]
+    assert id(shared) not in members and len(members) == 2  # cat and city
+    assert torch.equal(out, plain(batch))
+    assert fe._plan.plan is plan and fe(batch) is not None and fe._plan.plan is plan  # no re-pack churn

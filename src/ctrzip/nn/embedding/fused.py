@@ -307,8 +307,13 @@ class FusedPlan:
         names = [n for n, _ in fe._order]
         pos = {n: i for i, n in enumerate(names)}
         by_key: dict[tuple[type[TableGroup], Hashable], list[str]] = {}
+        uses: dict[int, int] = {}
+        for t in fe.tables.values():
+            uses[id(t)] = uses.get(id(t), 0) + 1
         for name, kind in fe._order:
-            if kind == "categorical":
+            # a table serving several fields keeps its own storage (one Parameter cannot view
+            # two rows ranges of the packed tensor)
+            if kind == "categorical" and uses[id(fe.tables[name])] == 1:
                 key = pack_key(fe.tables[name])
                 if key is not None:
                     by_key.setdefault(key, []).append(name)
