@@ -36,7 +36,17 @@ from torch import Tensor, nn
 
 from ctrzip.nn.embedding.base import DenseTable, EmbeddingTable
 
-__all__ = ["DenseTableGroup", "TableGroup", "can_pack", "pack_key"]
+__all__ = [
+    "DenseTableGroup",
+    "FusedPlan",
+    "PlanSlot",
+    "TableGroup",
+    "can_pack",
+    "pack_key",
+    "restore_fuse",
+    "set_fuse",
+    "tracing",
+]
 
 
 def pack_key(table: EmbeddingTable) -> tuple[type[TableGroup], Hashable] | None:
@@ -113,9 +123,14 @@ class TableGroup(nn.Module, abc.ABC):
         """Bytes the group holds (equal to the members' ``nbytes`` sum when it aliases them)."""
 
     def in_sync(self) -> bool:
-        """Whether the group still computes what its members compute (default True: a group
-        holding no member storage). Aliasing groups check that every member still views the
-        packed storage."""
+        """Whether the group still computes what its members compute; checked before every
+        fused lookup (keep it cheap: no device sync), ``FieldEmbedding`` re-packs when False.
+
+        The default True is right only for a group that reads its members' own tensors at
+        lookup time. A group holding packed copies must make the members view them (as
+        ``DenseTableGroup`` does: ``load_state_dict``, optimizers and in-place edits then
+        write the packed storage) and return False once a member no longer does (e.g. after
+        ``.to()``, ``deepcopy`` or a new Parameter/buffer)."""
         return True
 
     def global_ids(self, ids: Tensor) -> Tensor:
