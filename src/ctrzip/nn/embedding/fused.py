@@ -45,6 +45,7 @@ __all__ = [
     "pack_key",
     "restore_fuse",
     "set_fuse",
+    "square_sum",
     "tracing",
 ]
 
@@ -472,3 +473,61 @@ def set_fuse(model: nn.Module, fuse: bool) -> dict[nn.Module, bool]:
 def restore_fuse(prev: dict[nn.Module, bool]) -> None:
     for m, fuse in prev.items():
         m.fuse = fuse  # type: ignore[assignment]
+
+
+class _RunSquareSum(torch.autograd.Function):
+    """``sum(p.pow(2).sum())`` over parameters that tile one contiguous packed region: one
+    reduction forward, one multiply backward (each parameter's slice of ``2 * region * g``,
+    bit-identical to ``pow``'s gradient)."""
+
+    @staticmethod
+    def forward(ctx, region: Tensor, sizes: list[int], *params: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(region)
+        ctx.sizes = sizes
+        return region.pow(2).sum()
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        (region,) = ctx.saved_tensors
+        full = g * (2 * region)
+        needs = ctx.needs_input_grad[2:]
+        parts = full.split(ctx.sizes)
+        return (None, None) + tuple(p if need else None for p, need in zip(parts, needs, strict=True))
+
+
+def square_sum(params: Sequence[Tensor]) -> Tensor | float:
+    """``sum(p.float().pow(2).sum() for p in params)`` with one reduction per run of parameters
+    that are adjacent row blocks of one packed tensor (packed tables; see ``DenseTableGroup``)
+    instead of one per parameter. Gradients are bit-identical; the value may differ from the
+    per-parameter sum in the last bits (another summation order). 0.0 for no parameters."""
+    runs: dict[tuple, list[Tensor]] = {}
+    single: list[Tensor] = []
+    for p in params:
+        if p.dim() == 2 and p.is_contiguous() and p.dtype == torch.float32:
+            key = (p.device, p.untyped_storage().data_ptr(), p.shape[1])
+            runs.setdefault(key, []).append(p)
+        else:
+            single.append(p)
+    total: Tensor | float = 0.0
+    for group in runs.values():
+        group.sort(key=lambda t: t.storage_offset())
+        run = [group[0]]
+        for p in group[1:] + [None]:  # type: ignore[list-item]
+            prev = run[-1]
+            if p is not None and p.storage_offset() == prev.storage_offset() + prev.numel():
+                run.append(p)
+                continue
+            if len(run) == 1:
+                single.append(run[0])
+            else:
+                first, rows = run[0], sum(t.shape[0] for t in run)
+                region = (
+                    first.detach()
+                    .new_empty(0)
+                    .set_(first.untyped_storage(), first.storage_offset(), (rows, first.shape[1]))
+                )
+                total = total + _RunSquareSum.apply(region, [t.shape[0] for t in run], *run)
+            run = [p]
+    for p in single:
+        total = total + p.float().pow(2).sum()
+    return total
