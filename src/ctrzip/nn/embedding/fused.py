@@ -366,6 +366,19 @@ class FusedPlan:
             and all(g.in_sync() for g in self.groups)
         )
 
+    def _on(self, t: Tensor, device: torch.device) -> Tensor:
+        """``t`` on ``device``, copied there once (no host-to-device copy per lookup)."""
+        cache = self.__dict__.setdefault("_device_copies", {})
+        key = (id(t), device)
+        if key not in cache:
+            cache[key] = t.to(device)
+        return cache[key]
+
+    def _take(self, x: Tensor, cols: slice | Tensor) -> Tensor:
+        if isinstance(cols, slice):
+            return x[:, cols]  # a view: no copy
+        return x.index_select(1, self._on(cols, x.device))
+
     def release(self) -> None:
         """Give every packed table storage of its own again (the plan is unusable after)."""
         for g in self.groups:
@@ -377,12 +390,12 @@ class FusedPlan:
         for kind, payload in self.units:
             if kind == "group":
                 group, cols, _ = payload  # type: ignore[misc]
-                chunks.append(group(_take(batch.sparse, cols)))
+                chunks.append(group(self._take(batch.sparse, cols)))
             else:
                 chunks.append(fe.field_output(payload, batch).unsqueeze(1))
         out = chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
         if self.perm is not None:
-            out = out.index_select(1, self.perm.to(out.device))
+            out = out.index_select(1, self._on(self.perm, out.device))
         return out
 
 
@@ -410,12 +423,6 @@ def _columns(cols: list[int]) -> slice | Tensor:
     if cols == list(range(cols[0], cols[0] + len(cols))):
         return slice(cols[0], cols[0] + len(cols))
     return torch.tensor(cols)
-
-
-def _take(x: Tensor, cols: slice | Tensor) -> Tensor:
-    if isinstance(cols, slice):
-        return x[:, cols]
-    return x.index_select(1, cols.to(x.device))
 
 
 class PlanSlot:
