@@ -19,7 +19,16 @@ from ctrzip.train.checks import split_labels
 from ctrzip.train.train_config import TrainConfig
 
 RESUME_FREE = frozenset(
-    {"progress", "out_dir", "resume", "device", "deterministic", "dist_timeout_s", "data_placement"}
+    {
+        "progress",
+        "out_dir",
+        "resume",
+        "device",
+        "deterministic",
+        "dist_timeout_s",
+        "data_placement",
+        "fuse_embeddings",
+    }
 )
 RESUME_LIMITS = ("epochs", "max_steps")
 

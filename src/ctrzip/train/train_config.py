@@ -53,6 +53,9 @@ class TrainConfig:
             refused with a ``ConfigError`` when it does not fit in 90% of the free memory) or
             ``auto`` (resident on CUDA when a split takes at most half the free GPU memory,
             else stream; stream on CPU). Batches and results are the same for every choice.
+        fuse_embeddings: look up packable embedding tables with one gather per group
+            (``FieldEmbedding.fuse``; same outputs and gradients, faster); false looks every
+            field up on its own for this fit.
     """
 
     epochs: int = 2
@@ -78,6 +81,7 @@ class TrainConfig:
     deterministic: bool = True
     dist_timeout_s: float = 300.0
     data_placement: Literal["auto", "resident", "stream"] = "auto"
+    fuse_embeddings: bool = True
 
     def __post_init__(self) -> None:
         checks = {

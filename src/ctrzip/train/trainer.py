@@ -37,6 +37,7 @@ from ctrzip.data.dataset import SplitArrays
 from ctrzip.data.loader import BatchLoader
 from ctrzip.errors import TrainingError
 from ctrzip.nn.embedding.field import FieldEmbedding
+from ctrzip.nn.embedding.fused import restore_fuse, set_fuse, square_sum
 from ctrzip.progress import ProgressBars
 from ctrzip.train import checkpoint as ckpt
 from ctrzip.train.checks import (
@@ -98,7 +99,7 @@ def l2_penalty(params: list[nn.Parameter], strength: float) -> Tensor | float:
     """FuxiCTR's float regularizer: ``strength / 2 * sum ||p||^2`` (0.0 when off)."""
     if strength <= 0 or not params:
         return 0.0
-    return 0.5 * strength * sum(p.float().pow(2).sum() for p in params)
+    return 0.5 * strength * square_sum(params)  # one reduction per packed table group
 
 
 class Trainer:
@@ -151,6 +152,7 @@ class Trainer:
         self._preflight(model, train, valid)
         device = check_device(cfg.device, "train.device")
         model.to(device)
+        fuse = set_fuse(model, cfg.fuse_embeddings)  # exact either way; restored below
         frozen = self._freeze(model, trainable)
         prev = (
             torch.are_deterministic_algorithms_enabled(),
@@ -164,6 +166,7 @@ class Trainer:
         finally:
             for p in frozen:
                 p.requires_grad_(True)
+            restore_fuse(fuse)
             if switch:
                 torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
 

@@ -5,12 +5,16 @@ per-field tables implement ``EmbeddingTable``. Compression swaps tables, never m
 from __future__ import annotations
 
 import abc
-from typing import Any
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from ctrzip.nn.swappable import register_swappable
+
+if TYPE_CHECKING:
+    from ctrzip.nn.embedding.fused import TableGroup
 
 
 class EmbeddingTable(nn.Module, abc.ABC):
@@ -40,6 +44,16 @@ class EmbeddingTable(nn.Module, abc.ABC):
     @abc.abstractmethod
     def nbytes(self) -> int:
         """Honest storage size in bytes: every parameter and buffer the table needs."""
+
+    def group_class(self) -> type[TableGroup] | None:
+        """The ``TableGroup`` subclass that can pack this table with others for one fused
+        lookup (``ctrzip.nn.embedding.fused``), or None (default): looked up on its own."""
+        return None
+
+    def group_key(self) -> Hashable:
+        """Tables with the same ``group_class()`` and equal keys may be packed together
+        (e.g. ``(dim, dtype, device, padding_idx)``); read at every lookup, so it must be cheap."""
+        return (self.embedding_dim,)
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}"
@@ -100,6 +114,17 @@ class DenseTable(EmbeddingTable):
 
     def nbytes(self) -> int:
         return tensor_bytes(self.weight)
+
+    def group_class(self) -> type[TableGroup] | None:
+        if type(self) is not DenseTable:  # a subclass may compute something else
+            return None
+        from ctrzip.nn.embedding.fused import DenseTableGroup
+
+        return DenseTableGroup
+
+    def group_key(self) -> Hashable:
+        w = self.weight
+        return (self.embedding_dim, w.dtype, w.device, self.padding_idx, w.requires_grad)
 
     def spec(self) -> dict[str, Any]:
         return {

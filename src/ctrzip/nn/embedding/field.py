@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from ctrzip.data.batch import Batch
 from ctrzip.data.schema import FeatureSchema
 from ctrzip.nn.embedding.base import DenseTable, EmbeddingTable, tensor_bytes
+from ctrzip.nn.embedding.fused import PlanSlot, global_hooks, tracing
 
 
 class DenseFieldEmbed(nn.Module):
@@ -32,11 +33,25 @@ class FieldEmbedding(nn.Module):
     ``replace_module(model, "embedding.tables.<name>", PQTable.from_dense(...))`` (which
     hands over links other modules hold to the old table) and the model never changes.
 
+    Fused lookups (``fuse=True``, the default): categorical fields whose tables can be packed
+    (``EmbeddingTable.group_class()``/``group_key()``; today ``DenseTable`` s of one dim,
+    dtype, device and padding id) are looked up with one gather per ``TableGroup``, with
+    outputs and gradients equal to per-field lookups
+    (``ctrzip.nn.embedding.fused``). The per-field tables keep owning their Parameters
+    (state_dict keys unchanged); the packing is re-done on the next forward after a table is
+    swapped, moved or copied; a table with forward hooks is looked up on its own (its
+    ``forward`` runs). A swapped-in table brings new Parameters: build optimizers
+    after swaps. ``fuse=False`` (or setting ``self.fuse``) looks every field up on its own.
+    ``sparse_grad=True`` makes packed dense tables return sparse COO gradients (for
+    ``torch.optim.SparseAdam``; needs ``fuse``).
+
     Args:
         schema: the data contract.
         dim: D.
         tables: optional prebuilt tables per sparse field (default: ``DenseTable``).
         init_std: init std of default tables.
+        fuse: pack tables for fused lookups (see above).
+        sparse_grad: sparse gradients from packed dense tables.
     """
 
     def __init__(
@@ -45,6 +60,8 @@ class FieldEmbedding(nn.Module):
         dim: int,
         tables: dict[str, EmbeddingTable] | None = None,
         init_std: float = 1e-4,
+        fuse: bool = True,
+        sparse_grad: bool = False,
     ) -> None:
         super().__init__()
         if dim < 1:
@@ -65,6 +82,9 @@ class FieldEmbedding(nn.Module):
         self._dense_idx = schema.dense_index()
         self._order = [(f.name, f.kind) for f in schema.fields]
         self._kinds = dict(self._order)
+        self.fuse = fuse
+        self.sparse_grad = sparse_grad
+        self._plan = PlanSlot()  # derived packing, not module state (see fused.py)
 
     @classmethod
     def dense(cls, schema: FeatureSchema, dim: int, init_std: float = 1e-4) -> FieldEmbedding:
@@ -93,7 +113,13 @@ class FieldEmbedding(nn.Module):
         return (vecs * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
     def forward(self, batch: Batch, flatten: bool = False) -> Tensor:
-        out = torch.stack([self.field_output(name, batch) for name, _ in self._order], dim=1)  # [B, F, D]
+        # a tracer sees the per-field graph (no re-packing); global module hooks see every table
+        if self.fuse and not tracing() and not global_hooks():
+            out = self._plan.get(self).forward(self, batch)  # [B, F, D]
+        else:
+            if self.sparse_grad:
+                raise ValueError("FieldEmbedding.sparse_grad needs fuse=True (packed dense tables)")
+            out = torch.stack([self.field_output(name, batch) for name, _ in self._order], dim=1)
         return out.flatten(1) if flatten else out
 
     def map_tables(self, fn: Callable[[str, EmbeddingTable], EmbeddingTable]) -> None:
