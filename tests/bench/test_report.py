@@ -14,7 +14,7 @@ import pytest
 from scipy.stats import wilcoxon
 from typer.testing import CliRunner
 
-from ctrzip.bench.report import COLUMNS, write_report
+from ctrzip.bench.report import COLUMNS, PQ_COLUMNS, write_report
 from ctrzip.bench.summary import load, pareto, summarize
 from ctrzip.cli.main import app
 
@@ -214,3 +214,44 @@ def test_deltas_against_the_named_control_cell(tmp_path: Path) -> None:
     assert by["m"].startswith(f"{diff.mean():+.4f} ± {diff.std(ddof=1):.4f}; p ") and by["m"].endswith(
         "vs ft (control)"
     )
+
+
+PQ = DATA / "bench_pq_bands_small.jsonl"  # ctrzip bench on 20k demo rows: PQ cells with pq_bands
+
+
+def test_report_pq_band_plot_and_table(tmp_path: Path) -> None:
+    _, html_path = write_report(PQ, tmp_path)
+    page = _parse(html_path)
+    raw = [r for r in _records(PQ) if "refused" not in r]
+    with_bands = [r for r in raw if "pq_bands" in r]
+    assert with_bands and any("pq_bands" not in r and r["method"] != "dense" for r in raw)
+    panels = sorted({(r["data"], r["model"]) for r in with_bands})
+    alts = [str(img["alt"]) for img in page.imgs]
+    for d, m in panels:
+        assert alts.count(f"PQ reconstruction error and code usage by band: {m} on {d}") == 1
+    table = page.tables["pq_bands"]
+    assert table[0] == list(PQ_COLUMNS)
+    body = {(row[3], row[5]): row for row in table[1:]}
+    methods = {r["method"] for r in with_bands}
+    assert {k[0] for k in body} == methods  # only the PQ cells (int8 rows has no codes)
+    for method in methods:
+        rs = [r for r in with_bands if r["method"] == method]
+        for band in ("head", "torso", "tail", "all"):
+            errs = [r["pq_bands"]["bands"][band]["rel_error"] for r in rs]
+            row = body[(method, band)]
+            assert row[4] == str(len(rs))
+            assert row[7] == f"{statistics.fmean(errs):.4g} ± {statistics.stdev(errs):.2g}"
+            if band != "all":
+                use = statistics.fmean(r["pq_bands"]["bands"][band]["usage"] for r in rs)
+                assert row[8] == f"{use:.3f}"
+            else:
+                assert row[8] == "-"
+    assert "## PQ codes by popularity band" in (tmp_path / "report.md").read_text()
+
+
+def test_report_without_pq_bands_has_no_pq_section(tmp_path: Path) -> None:
+    md, html_path = write_report(BENCH, tmp_path)  # written before pq_bands existed
+    page = _parse(html_path)
+    assert "pq_bands" not in page.tables
+    assert not any("by band" in str(img["alt"]) for img in page.imgs)
+    assert "PQ codes by popularity band" not in md.read_text()

@@ -115,7 +115,10 @@ def test_demo_toy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         if "projected_ratio" in r:
             assert r["projected_ratio"] == pytest.approx(dense["projected_bytes"] / r["projected_bytes"])
     page = report.read_text()
-    assert page.count('<img src="data:image/png;base64,') == 3 and '<table id="cells">' in page
+    assert page.count('<img src="data:image/png;base64,') == 4 and '<table id="cells">' in page
+    # the MEC row's codes by popularity band: the report's fourth plot and its table
+    assert [bool(r.get("pq_bands")) for r in records] == [False, False, False, True, False, False]
+    assert '<table id="pq_bands">' in page and "PQ reconstruction error and code usage by band" in page
     res = runner.invoke(app, ["demo", "--rows", "4000", "--epochs", "1", "--no-progress", "--no-compress"])
     assert res.exit_code == 0, res.output
     assert "using cached demo data" in res.output

@@ -5,8 +5,10 @@ marked; the dense model as a reference line), the same against bytes projected t
 vocabulary (Criteo's or Avazu's, where the records have it), and CPU inference throughput
 relative to the dense model measured in the same run. Then a table of every cell: mean +- sd
 over seeds, paired deltas against the dense model of the same seed, a two-sided Wilcoxon p
-(>= 3 seeds). The HTML embeds the plots as base64 PNG (no network access); the Markdown
-links the same PNGs, written to ``report_files/``.
+(>= 3 seeds). For PQ methods whose records carry ``pq_bands``, a plot and a table of the
+relative reconstruction error and code usage by popularity band. The HTML embeds the plots
+as base64 PNG (no network access); the Markdown links the same PNGs, written to
+``report_files/``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ctrzip.bench.summary import is_dense, load, pareto, summarize
+from ctrzip.bench.summary import is_dense, load, pareto, pq_band_summary, summarize
 
 VOCAB_NAMES = {"criteo": "Criteo", "criteo_raw": "Criteo (raw)", "avazu": "Avazu"}
 
@@ -192,6 +194,92 @@ def plots(rows: list[dict[str, Any]]) -> list[Plot]:
     return out
 
 
+BAND_COLORS = {"head": "#d62728", "torso": "#ff7f0e", "tail": "#1f77b4"}
+
+
+def pq_band_plot(rows: list[dict[str, Any]], title: str) -> bytes:
+    """Two panels of grouped horizontal bars, one group per PQ method and one bar per
+    popularity band: the count-weighted relative reconstruction error against the dense
+    table (sd over seeds as error bar) and the fraction of codewords used."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bands = ("head", "torso", "tail")
+    h = 0.8 / len(bands)
+    fig, (ax_e, ax_u) = plt.subplots(
+        1, 2, figsize=(11.0, 1.8 + 0.55 * max(len(rows), 1)), sharey=True, gridspec_kw={"wspace": 0.12}
+    )
+    ys = list(range(len(rows)))
+    for j, band in enumerate(bands):
+        off = [y - 0.4 + h * (j + 0.5) for y in ys]
+        got = [r["bands"].get(band, {}) for r in rows]
+        err = [g.get("rel_error") or math.nan for g in got]
+        sd = [g.get("rel_error_sd") or 0.0 for g in got]
+        use = [g.get("usage") if g.get("usage") is not None else math.nan for g in got]
+        ax_e.barh(off, err, height=h, xerr=sd, color=BAND_COLORS[band], label=band, capsize=2)
+        ax_u.barh(off, use, height=h, color=BAND_COLORS[band], label=band)
+    ax_e.set_yticks(ys, [_label(r, rows) for r in rows], fontsize=8)
+    ax_e.invert_yaxis()
+    ax_e.set_xlim(left=0)
+    ax_e.set_xlabel("relative reconstruction error\nΣ n‖e − ê‖² / Σ n‖e‖² (count-weighted, unitless)")
+    ax_u.set_xlim(0, 1.0)
+    ax_u.set_xlabel("codewords used\n(fraction of K, mean over sub-spaces)")
+    for ax in (ax_e, ax_u):
+        ax.grid(alpha=0.3, axis="x", which="both")
+    ax_u.legend(title="popularity band", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle(title)
+    return _png(fig)
+
+
+def pq_band_plots(rows: list[dict[str, Any]]) -> list[Plot]:
+    """One ``pq_band_plot`` per (data, model) with PQ band diagnostics."""
+    out = []
+    for data, model in _panels(rows):
+        rs = [r for r in rows if (r["data"], r["model"]) == (data, model)]
+        stem = f"{data}-{model}".replace("/", "_").replace(" ", "_")
+        title = f"{model} on {data}: PQ codes by popularity band"
+        alt = f"PQ reconstruction error and code usage by band: {model} on {data}"
+        out.append(Plot(f"{stem}-pq-bands", alt, pq_band_plot(rs, title)))
+    return out
+
+
+PQ_COLUMNS = (
+    "data", "model", "suite", "method", "seeds", "band", "ids", "rel. reconstruction error (mean ± sd)",
+    "codewords used", "perplexity", "collision rate",
+)  # fmt: skip
+
+
+def pq_table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """The PQ band table's text cells, in :data:`PQ_COLUMNS` order (one row per band)."""
+    out = []
+    for r in rows:
+        for band, b in r["bands"].items():
+            err = "-" if b["rel_error"] is None else f"{b['rel_error']:.4g} ± {b['rel_error_sd']:.2g}"
+            out.append(
+                [
+                    r["data"], r["model"], r["suite"], r["method"], str(r["seeds"]), band,
+                    _fmt(b["ids"], ",.0f"), err, _fmt(b["usage"], ".3f"), _fmt(b["perplexity"], ".1f"),
+                    _fmt(b["collision_rate"], ".3f"),
+                ]
+            )  # fmt: skip
+    return out
+
+
+def _pq_intro(rows: list[dict[str, Any]]) -> str:
+    head, tail = rows[0]["head_frac"], rows[0]["tail_frac"]
+    return (
+        f"Bands by training count over each field's quantized ids (padding and OOV excluded): head = "
+        f"top {head:.0%}, tail = bottom {tail:.0%}, torso = the rest. Relative reconstruction error = "
+        "Σ n‖e − ê‖² / Σ n‖e‖² over the band's ids (n: training count, e: the dense model's row, "
+        "ê: the compressed model's), pooled over fields; codewords used (fraction of K, mean over "
+        "sub-spaces), perplexity (exp of the code entropy) and collision rate (ids sharing their full "
+        "code with another id of the same table) are means over fields weighted by the band's "
+        "training count. Means over seeds."
+    )
+
+
 COLUMNS = (
     "data", "model", "suite", "method", "seeds", "MB", "x smaller", "projected x smaller",
     "test AUC (mean ± sd)", "Δ test AUC vs dense (mean ± sd)", "Wilcoxon p",
@@ -265,6 +353,13 @@ CSS = (
 )
 
 
+def _figure(p: Plot) -> str:
+    b64 = base64.b64encode(p.png).decode()
+    alt = html.escape(p.alt, quote=True)
+    img = f'<img src="data:image/png;base64,{b64}" alt="{alt}">'
+    return f"<figure>{img}<figcaption>{alt}</figcaption></figure>"
+
+
 def write_report(results: str | Path, out: str | Path | None = None) -> tuple[Path, Path]:
     """Write ``report.md``, ``report.html`` and ``report_files/*.png`` into ``out`` (default:
     the results folder, or the result file's folder); returns (md, html) paths.
@@ -285,6 +380,9 @@ def write_report(results: str | Path, out: str | Path | None = None) -> tuple[Pa
     rows = summarize(records)
     figs = plots(rows)
     body = table_rows(rows)
+    pq_rows = pq_band_summary(records)  # empty for records written before pq_bands existed
+    pq_figs = pq_band_plots(pq_rows) if pq_rows else []
+    pq_body = pq_table_rows(pq_rows)
     machines = sorted({str(r.get("machine", {}).get("cpu", "?")) for r in records})
     gits = sorted({str(r.get("git", "?")) for r in records})
     torches = sorted({str(r.get("torch", "?")) for r in records})
@@ -295,6 +393,12 @@ def write_report(results: str | Path, out: str | Path | None = None) -> tuple[Pa
         (files / f"{p.stem}.png").write_bytes(p.png)
         md += [f"![{p.alt}](report_files/{p.stem}.png)", ""]
     md += ["## Every cell", "", _md_table(COLUMNS, body), ""]
+    if pq_rows:
+        md += ["## PQ codes by popularity band", "", _pq_intro(pq_rows), ""]
+        for p in pq_figs:
+            (files / f"{p.stem}.png").write_bytes(p.png)
+            md += [f"![{p.alt}](report_files/{p.stem}.png)", ""]
+        md += [_md_table(PQ_COLUMNS, pq_body), ""]
     ref_head = ("data", "model", "suite", "method", "seed", "refused because")
     if refused:
         md += ["## Refused cells", "", _md_table(ref_head, _refused_rows(refused)), ""]
@@ -309,12 +413,12 @@ def write_report(results: str | Path, out: str | Path | None = None) -> tuple[Pa
         f"<p>{html.escape(INTRO)}</p><p>{html.escape(prov)}</p>",
         "<h2>Plots</h2>",
     ]
-    for p in figs:
-        b64 = base64.b64encode(p.png).decode()
-        alt = html.escape(p.alt, quote=True)
-        img = f'<img src="data:image/png;base64,{b64}" alt="{alt}">'
-        parts.append(f"<figure>{img}<figcaption>{alt}</figcaption></figure>")
+    parts += [_figure(p) for p in figs]
     parts += ["<h2>Every cell</h2>", _html_table("cells", COLUMNS, body)]
+    if pq_rows:
+        parts += ["<h2>PQ codes by popularity band</h2>", f"<p>{html.escape(_pq_intro(pq_rows))}</p>"]
+        parts += [_figure(p) for p in pq_figs]
+        parts.append(_html_table("pq_bands", PQ_COLUMNS, pq_body))
     if refused:
         parts += ["<h2>Refused cells</h2>", _html_table("refused", ref_head, _refused_rows(refused))]
     parts.append("</body></html>")

@@ -277,8 +277,8 @@ def cell_record(
 ) -> dict[str, Any]:
     """The measured part of a record: metrics on ``splits``, paired deltas against ``dense``
     (whose ``metrics`` must hold those splits), bytes (and projected bytes), throughput against
-    dense, seconds. Shared by ``ctrzip bench`` and
-    ``ctrzip demo`` (one code path measures)."""
+    dense, seconds, and for a model with PQ codes ``pq_bands`` (``bench.pq_bands``). Shared by
+    ``ctrzip bench`` and ``ctrzip demo`` (one code path measures)."""
     met = metrics(model, data, device, splits) if model is not dense.model else dict(dense.metrics)
     sizes = size_fields(model)
     proj = projected_bytes(model, vocab)
@@ -295,6 +295,12 @@ def cell_record(
         rec["dense_projected_bytes"] = dense.projected["projected_bytes"]
         rec["projected_ratio"] = dense.projected["projected_bytes"] / proj["projected_bytes"]
     rec |= throughput(model, dense.model, data, timing)
+    if model is not dense.model:
+        from ctrzip.bench.pq_bands import pq_band_diagnostics
+
+        bands = pq_band_diagnostics(model, dense.model, data.counts)
+        if bands is not None:
+            rec["pq_bands"] = bands
     rec["method_seconds"] = seconds
     rec["dense_train_seconds"] = dense.train_seconds
     rec["dense_epoch_seconds"] = dense.train_seconds / dense.epochs

@@ -151,3 +151,43 @@ def pareto(rows: list[dict[str, Any]], x: str = "bytes") -> list[dict[str, Any]]
             front.append(r)
             best = r["test_auc"]
     return front
+
+
+PQ_BANDS = ("head", "torso", "tail", "all")
+
+
+def pq_band_summary(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (data, model, suite, method) whose records carry ``pq_bands``
+    (``bench.pq_bands``; older records without it are left out), sorted.
+
+    Each row: ``data``, ``model``, ``suite``, ``method``, ``seeds`` (records with the
+    field), ``head_frac``, ``tail_frac`` and ``bands``: band (``head``, ``torso``, ``tail``,
+    ``all``) -> mean over seeds of ``ids``, ``rel_error`` (+ ``rel_error_sd``), ``usage``,
+    ``perplexity``, ``collision_rate`` (None where a band lacks the value: ``all`` has no
+    usage).
+    """
+    groups: dict[Key, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        if r.get("pq_bands"):
+            groups[(r["data"], r["model"], r.get("suite", ""), r["method"])].append(r)
+    rows = []
+    for (data, model, suite, method), rs in sorted(groups.items()):
+        bands: dict[str, dict[str, Any]] = {}
+        for band in PQ_BANDS:
+            got = [r["pq_bands"]["bands"][band] for r in rs if band in r["pq_bands"]["bands"]]
+            if not got:
+                continue
+            b: dict[str, Any] = {}
+            for k in ("ids", "rel_error", "usage", "perplexity", "collision_rate"):
+                b[k], sd = _mean_sd([g.get(k) for g in got])
+                if k == "rel_error":
+                    b["rel_error_sd"] = sd
+            bands[band] = b
+        first = rs[0]["pq_bands"]
+        rows.append(
+            {
+                "data": data, "model": model, "suite": suite, "method": method, "seeds": len(rs),
+                "head_frac": first["head_frac"], "tail_frac": first["tail_frac"], "bands": bands,
+            }
+        )  # fmt: skip
+    return rows
