@@ -189,8 +189,8 @@ def main() -> None:
                 "ms_per_batch_parts": breakdown(models[name], batches[0], threads),
             })  # fmt: skip
         print(f"\nthreads={threads}, batch {args.batch_size} (shared machine: compare ratios, not samples/s)")
-        head = f"{'model':44s} {'fused':>5s} {'MB':>7s} {'samples/s':>10s} {'x dense':>8s} {'x dense/pf':>10s}  parts (ms)"
-        print(head)
+        cols = f"{'fused':>5s} {'MB':>7s} {'samples/s':>10s} {'x dense':>8s} {'x dense/pf':>10s}"
+        print(f"{'model':44s} {cols}  parts (ms)")
         for r in results:
             if r["threads"] != threads:
                 continue

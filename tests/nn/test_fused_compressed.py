@@ -15,8 +15,8 @@ import ctrzip.compression  # noqa: F401  (registers every table type)
 from ctrzip.data.schema import FeatureSchema, FieldSpec
 from ctrzip.export import artifact
 from ctrzip.models import build_model
-from ctrzip.nn.embedding.bands import BandSpec
 from ctrzip.nn.embedding.banded import BandedTable
+from ctrzip.nn.embedding.bands import BandSpec
 from ctrzip.nn.embedding.base import DenseTable
 from ctrzip.nn.embedding.field import FieldEmbedding
 from ctrzip.nn.embedding.fused import set_fuse
