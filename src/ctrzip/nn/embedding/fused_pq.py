@@ -129,7 +129,7 @@ class PQTableGroup(TableGroup):
         chunks = n_cb // self.width + rows.unsqueeze(-1) * m + torch.arange(m)  # [Smax, k, M]
         self.register_buffer("special_chunks", chunks.to(dev), persistent=False)
         self.zero_row = self.flat.numel() // self.width - 1
-        self.has_special = smax > 0
+        self._n_special = smax  # special-id slots per member (0: none)
 
     @classmethod
     def pack(cls, tables: Sequence[EmbeddingTable]) -> PQTableGroup:
@@ -157,25 +157,35 @@ class PQTableGroup(TableGroup):
         if torch.is_grad_enabled() and any(p.requires_grad for t in self._members for p in _params(t)):
             return torch.stack([t(ids[:, f]) for f, t in enumerate(self._members)], 1)
         b, k = ids.shape
-        idx = self._gather_codes(ids).long() + self.shift  # [B, k, M]
+        m, d = self.num_subspaces, self.embedding_dim
+        idx = self._gather_codes(ids).long() + self.shift  # [B, k, M], a fresh tensor
         flat = self.flat.view(-1, self.width)  # [k*M*K + S*M + 1, W]
+        # Special and padding positions are few: fixed in place by position (index_copy_/
+        # index_fill_ on the nonzero positions), which costs ~0.1 ms where a broadcast
+        # masked_fill/where over [B, k, M] or [B, k, D] costs tens of ms on one core.
+        specials = [self._positions(ids, self.special_ids[s]) for s in range(self._n_special)]
+        pad = None if self.padding_idx is None else self._positions(ids, self.padding_idx)
         if self.layout == "concat":  # special ids and padding remapped: one exact gather
-            for s in range(self.special_ids.shape[0] if self.has_special else 0):
-                hit = (ids == self.special_ids[s]).unsqueeze(-1)  # -1 (no such id) never hits
-                idx = torch.where(hit, self.special_chunks[s], idx)
-            if self.padding_idx is not None:
-                idx = idx.masked_fill((ids == self.padding_idx).unsqueeze(-1), self.zero_row)
-            return torch.nn.functional.embedding(idx, flat).reshape(b, k, self.embedding_dim)
-        out = torch.nn.functional.embedding(idx, flat).sum(-2) + self.bias  # additive
-        if self.has_special:
-            hit = ids.unsqueeze(-1) == self.special_ids.t()  # [B, k, Smax]
-            where = hit.nonzero()  # few positions (OOV ids)
-            if where.numel():
-                rows = self.special_rows[where[:, 2], where[:, 1]]
-                out[where[:, 0], where[:, 1]] = self.dense_rows.index_select(0, rows)
-        if self.padding_idx is not None:
-            out = out.masked_fill((ids == self.padding_idx).unsqueeze(-1), 0.0)
+            rows = idx.view(b * k, m)
+            for s, pos in enumerate(specials):
+                rows.index_copy_(0, pos, self.special_chunks[s].index_select(0, pos % k))
+            if pad is not None:
+                rows.index_fill_(0, pad, self.zero_row)
+            return torch.nn.functional.embedding(idx, flat).reshape(b, k, d)
+        out = torch.nn.functional.embedding(idx, flat).sum(-2) + self.bias  # additive, fresh
+        vecs = out.view(b * k, d)
+        for s, pos in enumerate(specials):
+            vecs.index_copy_(
+                0, pos, self.dense_rows.index_select(0, self.special_rows[s].index_select(0, pos % k))
+            )
+        if pad is not None:
+            vecs.index_fill_(0, pad, 0.0)
         return out
+
+    @staticmethod
+    def _positions(ids: Tensor, value: Tensor | int) -> Tensor:
+        """Flat positions (``b * k + f``) where ``ids`` equals ``value`` (``[k]`` or a scalar)."""
+        return (ids == value).reshape(-1).nonzero().squeeze(1)
 
     # --- TableGroup ------------------------------------------------------------------------
     def unpack(self) -> list[EmbeddingTable]:
