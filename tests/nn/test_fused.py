@@ -13,6 +13,7 @@ import ctrzip.compression  # noqa: F401  (registers every table type)
 from ctrzip.data.batch import Batch
 from ctrzip.data.schema import FeatureSchema, FieldSpec
 from ctrzip.models import MODELS, build_model
+from ctrzip.nn.embedding import fused as fused_mod
 from ctrzip.nn.embedding.base import DenseTable
 from ctrzip.nn.embedding.field import FieldEmbedding
 from ctrzip.nn.embedding.fused import DenseTableGroup, TableGroup, restore_fuse, set_fuse
@@ -61,7 +62,9 @@ def _plans(model: nn.Module) -> list:
 
 
 @pytest.mark.parametrize("name", sorted(MODELS.keys()))
-def test_every_zoo_model_fused_equals_per_field(name: str) -> None:
+def test_every_zoo_model_fused_equals_per_field(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # half the models take the GPU backward (one scatter for the whole group) on CPU
+    monkeypatch.setattr(fused_mod, "one_scatter", lambda device: sorted(MODELS.keys()).index(name) % 2 == 0)
     schema = _schema()
     batch = random_batch(schema, 64, seed=1)
     plain, fused = _pair(build_model(name, schema, seed=0))
@@ -84,13 +87,30 @@ def test_every_zoo_model_fused_equals_per_field(name: str) -> None:
     assert all(p is None for p in _plans(plain))
 
 
+@pytest.mark.parametrize("one", [False, True])
+def test_group_backward_both_scatter_forms_equal_per_table(
+    one: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fused_mod, "one_scatter", lambda device: one)
+    g = torch.Generator().manual_seed(3)
+    tables = [DenseTable.from_tensor(torch.randn(n, 5, generator=g)) for n in (11, 6, 20)]
+    refs = copy.deepcopy(tables)
+    ids = torch.stack([torch.randint(0, n, (40,), generator=g) for n in (11, 6, 20)], 1)
+    upstream = torch.randn(40, 3, 5, generator=g)
+    DenseTableGroup.pack(tables)(ids).backward(upstream)
+    torch.stack([t(ids[:, j]) for j, t in enumerate(refs)], 1).backward(upstream)
+    for t, r in zip(tables, refs, strict=True):
+        assert torch.equal(t.weight.grad, r.weight.grad)
+        assert torch.equal(t.weight.grad[0], torch.zeros(5))
+
+
 def test_group_pack_forward_unpack() -> None:
     g = torch.Generator().manual_seed(0)
     tables = [DenseTable.from_tensor(torch.randn(n, 6, generator=g)) for n in (9, 4, 13)]
     expect_w = [t.weight.detach().clone() for t in tables]
     group = DenseTableGroup.pack(tables)
     assert isinstance(group, TableGroup) and group.offsets.tolist() == [0, 9, 13]
-    assert group.nbytes() == sum(t.nbytes() for t in tables) == 26 * 6 * 4
+    assert group.nbytes() == sum(t.nbytes() for t in tables) + 6 * 4 == 27 * 6 * 4  # + the zero row
     ids = torch.stack([torch.randint(0, n, (17,), generator=g) for n in (9, 4, 13)], 1)
     ids[0] = 0  # padding in every column
     expect = torch.stack([t(ids[:, j]) for j, t in enumerate(tables)], 1)
@@ -267,3 +287,41 @@ def test_batch_on_int64_ids() -> None:
     b64 = Batch(b.sparse.long(), b.dense, b.label)
     fe = FieldEmbedding(schema, 4)
     assert torch.equal(fe(b), fe(b64))
+
+
+def test_artifact_saved_from_a_fused_model_loads_into_per_field_and_back(tmp_path) -> None:  # noqa: ANN001
+    from ctrzip.export import load, save
+
+    schema = _schema()
+    batch = random_batch(schema, 32, seed=6)
+    model = build_model("pnn", schema, seed=0)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    model(batch).sum().backward()  # packed (fuse is the default) and trained one step
+    opt.step()
+    assert all(p is not None for p in _plans(model))
+    save(tmp_path / "a", model)
+    back = load(tmp_path / "a")
+    set_fuse(back, False)
+    model.eval()
+    back.eval()
+    with torch.no_grad():
+        assert torch.equal(back(batch), model(batch))
+        set_fuse(back, True)
+        assert torch.equal(back(batch), model(batch))
+    assert back.state_dict().keys() == model.state_dict().keys()
+
+
+def test_a_table_shared_by_two_fields_is_not_packed() -> None:
+    schema = _schema()
+    shared = DenseTable(120, 4)
+    fe = FieldEmbedding(schema, 4, tables={"item": shared, "city": DenseTable(30, 4)})
+    fe.tables["user"] = shared  # same object for two fields (50 rows expected: ids stay < 50)
+    batch = random_batch(schema, 16)
+    plain = copy.deepcopy(fe)
+    plain.fuse = False
+    out = fe(batch)
+    plan = fe._plan.plan
+    members = [id(t) for g in plan.groups for t in g.members()]
+    assert id(shared) not in members and len(members) == 2  # cat and city
+    assert torch.equal(out, plain(batch))
+    assert fe._plan.plan is plan and fe(batch) is not None and fe._plan.plan is plan  # no re-pack churn

@@ -18,7 +18,7 @@ from ctrzip.train import checkpoint as ckpt
 from ctrzip.train.checks import split_labels
 from ctrzip.train.train_config import TrainConfig
 
-RESUME_FREE = frozenset({"progress", "out_dir", "resume", "device", "deterministic"})
+RESUME_FREE = frozenset({"progress", "out_dir", "resume", "device", "deterministic", "fuse_embeddings"})
 RESUME_LIMITS = ("epochs", "max_steps")
 
 

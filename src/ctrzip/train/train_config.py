@@ -44,6 +44,9 @@ class TrainConfig:
         shuffle: shuffle training batches.
         progress: draw a progress bar with samples/s and ETA.
         deterministic: deterministic kernels on CPU (same seed -> same weights).
+        fuse_embeddings: look up packable embedding tables with one gather per group
+            (``FieldEmbedding.fuse``; same outputs and gradients, faster); false looks every
+            field up on its own for this fit.
     """
 
     epochs: int = 2
@@ -67,6 +70,7 @@ class TrainConfig:
     shuffle: bool = True
     progress: bool = True
     deterministic: bool = True
+    fuse_embeddings: bool = True
 
     def __post_init__(self) -> None:
         checks = {

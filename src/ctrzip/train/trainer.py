@@ -37,6 +37,7 @@ from ctrzip.data.dataset import SplitArrays
 from ctrzip.data.loader import BatchLoader
 from ctrzip.errors import TrainingError
 from ctrzip.nn.embedding.field import FieldEmbedding
+from ctrzip.nn.embedding.fused import restore_fuse, set_fuse
 from ctrzip.progress import ProgressBars
 from ctrzip.train import checkpoint as ckpt
 from ctrzip.train.checks import (
@@ -148,6 +149,7 @@ class Trainer:
         self._preflight(model, train, valid)
         device = check_device(cfg.device, "train.device")
         model.to(device)
+        fuse = set_fuse(model, cfg.fuse_embeddings)  # exact either way; restored below
         frozen = self._freeze(model, trainable)
         prev = (
             torch.are_deterministic_algorithms_enabled(),
@@ -161,6 +163,7 @@ class Trainer:
         finally:
             for p in frozen:
                 p.requires_grad_(True)
+            restore_fuse(fuse)
             if switch:
                 torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
 
