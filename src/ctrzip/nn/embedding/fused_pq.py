@@ -18,8 +18,9 @@ the packed tensors, so the group holds no extra byte and ``nbytes`` equals the m
 Concat layout: the indices of special (dense/OOV) ids are remapped to the ``M`` chunks of
 their dense row and those of padding ids to the zero row before that gather, so the whole
 lookup is two gathers and a reshape. Additive layout: sum over ``M`` + bias, special rows put
-back at their (few) positions, padding masked. Outputs are bit-identical to
-``stack([t(ids[:, f]) ...], 1)`` (the same values copied, the same reduction order).
+back at their (few) positions, padding zeroed. Outputs are bit-identical to
+``stack([t(ids[:, f]) ...], 1)`` on CPU (the same values copied, the same summation order;
+the tests check it); on CUDA the additive sum may differ in the last bits.
 
 Training: while autograd records and a member's codebooks/rows require grad, ``forward``
 runs the members' own lookups (exact gradients to their Parameters); the fused path serves
@@ -172,7 +173,10 @@ class PQTableGroup(TableGroup):
             if pad is not None:
                 rows.index_fill_(0, pad, self.zero_row)
             return torch.nn.functional.embedding(idx, flat).reshape(b, k, d)
-        out = torch.nn.functional.embedding(idx, flat).sum(-2) + self.bias  # additive, fresh
+        # additive: one bag of M codewords per (row, field), summed in code order as
+        # ``embedding(...).sum(-2)`` does, without the [B, k, M, W] intermediate
+        out = torch.nn.functional.embedding_bag(idx.view(b * k, m), flat, mode="sum").view(b, k, d)
+        out = out + self.bias
         vecs = out.view(b * k, d)
         for s, pos in enumerate(specials):
             vecs.index_copy_(
