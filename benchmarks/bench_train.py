@@ -287,6 +287,7 @@ def run_fusion(args: argparse.Namespace, device: torch.device) -> None:
                 runs.setdefault("bare_fused_lazy", []).append(
                     run_bare(schema, batches, args, device, name, True, lazy=True)
                 )
+                print(f"{name}: repeat done, {time.strftime('%H:%M:%S')}", file=sys.stderr, flush=True)
             sps = {k: _per_step(v, args.batch_size) for k, v in runs.items()}
             results[name] = {
                 "samples_per_s": sps,

@@ -325,3 +325,25 @@ def test_a_table_shared_by_two_fields_is_not_packed() -> None:
     assert id(shared) not in members and len(members) == 2  # cat and city
     assert torch.equal(out, plain(batch))
     assert fe._plan.plan is plan and fe(batch) is not None and fe._plan.plan is plan  # no re-pack churn
+
+
+def test_square_sum_of_packed_tables_matches_per_parameter() -> None:
+    from ctrzip.nn.embedding.fused import square_sum
+
+    schema = _schema()
+    fe = FieldEmbedding(schema, 4, init_std=1.0)
+    fe(random_batch(schema, 8))  # packs user/item/cat/city
+    ref = copy.deepcopy(fe)
+    ref.fuse = False
+    params = [p for p in fe.parameters()][::-1]  # any order; includes unpacked ones
+    refs = [p for p in ref.parameters()][::-1]
+    out, expect = square_sum(params), sum(p.float().pow(2).sum() for p in refs)
+    torch.testing.assert_close(out, expect, rtol=1e-6, atol=0)
+    (3.0 * out).backward()
+    (3.0 * expect).backward()
+    for (n, p), q in zip(fe.named_parameters(), ref.parameters(), strict=True):
+        assert torch.equal(p.grad, q.grad), n
+    assert square_sum([]) == 0.0
+    # a subset that leaves a gap in the packed rows is still summed right
+    sub = [fe.tables["user"].weight, fe.tables["cat"].weight]
+    torch.testing.assert_close(square_sum(sub), sum(p.pow(2).sum() for p in sub), rtol=1e-6, atol=0)

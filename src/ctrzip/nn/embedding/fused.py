@@ -36,7 +36,18 @@ from torch import Tensor, nn
 
 from ctrzip.nn.embedding.base import DenseTable, EmbeddingTable
 
-__all__ = ["DenseTableGroup", "TableGroup", "can_pack", "pack_key"]
+__all__ = [
+    "DenseTableGroup",
+    "FusedPlan",
+    "PlanSlot",
+    "TableGroup",
+    "can_pack",
+    "pack_key",
+    "restore_fuse",
+    "set_fuse",
+    "square_sum",
+    "tracing",
+]
 
 
 def pack_key(table: EmbeddingTable) -> tuple[type[TableGroup], Hashable] | None:
@@ -113,9 +124,14 @@ class TableGroup(nn.Module, abc.ABC):
         """Bytes the group holds (equal to the members' ``nbytes`` sum when it aliases them)."""
 
     def in_sync(self) -> bool:
-        """Whether the group still computes what its members compute (default True: a group
-        holding no member storage). Aliasing groups check that every member still views the
-        packed storage."""
+        """Whether the group still computes what its members compute; checked before every
+        fused lookup (keep it cheap: no device sync), ``FieldEmbedding`` re-packs when False.
+
+        The default True is right only for a group that reads its members' own tensors at
+        lookup time. A group holding packed copies must make the members view them (as
+        ``DenseTableGroup`` does: ``load_state_dict``, optimizers and in-place edits then
+        write the packed storage) and return False once a member no longer does (e.g. after
+        ``.to()``, ``deepcopy`` or a new Parameter/buffer)."""
         return True
 
     def global_ids(self, ids: Tensor) -> Tensor:
@@ -350,6 +366,19 @@ class FusedPlan:
             and all(g.in_sync() for g in self.groups)
         )
 
+    def _on(self, t: Tensor, device: torch.device) -> Tensor:
+        """``t`` on ``device``, copied there once (no host-to-device copy per lookup)."""
+        cache = self.__dict__.setdefault("_device_copies", {})
+        key = (id(t), device)
+        if key not in cache:
+            cache[key] = t.to(device)
+        return cache[key]
+
+    def _take(self, x: Tensor, cols: slice | Tensor) -> Tensor:
+        if isinstance(cols, slice):
+            return x[:, cols]  # a view: no copy
+        return x.index_select(1, self._on(cols, x.device))
+
     def release(self) -> None:
         """Give every packed table storage of its own again (the plan is unusable after)."""
         for g in self.groups:
@@ -361,12 +390,12 @@ class FusedPlan:
         for kind, payload in self.units:
             if kind == "group":
                 group, cols, _ = payload  # type: ignore[misc]
-                chunks.append(group(_take(batch.sparse, cols)))
+                chunks.append(group(self._take(batch.sparse, cols)))
             else:
                 chunks.append(fe.field_output(payload, batch).unsqueeze(1))
         out = chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
         if self.perm is not None:
-            out = out.index_select(1, self.perm.to(out.device))
+            out = out.index_select(1, self._on(self.perm, out.device))
         return out
 
 
@@ -394,12 +423,6 @@ def _columns(cols: list[int]) -> slice | Tensor:
     if cols == list(range(cols[0], cols[0] + len(cols))):
         return slice(cols[0], cols[0] + len(cols))
     return torch.tensor(cols)
-
-
-def _take(x: Tensor, cols: slice | Tensor) -> Tensor:
-    if isinstance(cols, slice):
-        return x[:, cols]
-    return x.index_select(1, cols.to(x.device))
 
 
 class PlanSlot:
@@ -457,3 +480,61 @@ def set_fuse(model: nn.Module, fuse: bool) -> dict[nn.Module, bool]:
 def restore_fuse(prev: dict[nn.Module, bool]) -> None:
     for m, fuse in prev.items():
         m.fuse = fuse  # type: ignore[assignment]
+
+
+class _RunSquareSum(torch.autograd.Function):
+    """``sum(p.pow(2).sum())`` over parameters that tile one contiguous packed region: one
+    reduction forward, one multiply backward (each parameter's slice of ``2 * region * g``,
+    bit-identical to ``pow``'s gradient)."""
+
+    @staticmethod
+    def forward(ctx, region: Tensor, sizes: list[int], *params: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(region)
+        ctx.sizes = sizes
+        return region.pow(2).sum()
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        (region,) = ctx.saved_tensors
+        full = g * (2 * region)
+        needs = ctx.needs_input_grad[2:]
+        parts = full.split(ctx.sizes)
+        return (None, None) + tuple(p if need else None for p, need in zip(parts, needs, strict=True))
+
+
+def square_sum(params: Sequence[Tensor]) -> Tensor | float:
+    """``sum(p.float().pow(2).sum() for p in params)`` with one reduction per run of parameters
+    that are adjacent row blocks of one packed tensor (packed tables; see ``DenseTableGroup``)
+    instead of one per parameter. Gradients are bit-identical; the value may differ from the
+    per-parameter sum in the last bits (another summation order). 0.0 for no parameters."""
+    runs: dict[tuple, list[Tensor]] = {}
+    single: list[Tensor] = []
+    for p in params:
+        if p.dim() == 2 and p.is_contiguous() and p.dtype == torch.float32:
+            key = (p.device, p.untyped_storage().data_ptr(), p.shape[1])
+            runs.setdefault(key, []).append(p)
+        else:
+            single.append(p)
+    total: Tensor | float = 0.0
+    for group in runs.values():
+        group.sort(key=lambda t: t.storage_offset())
+        run = [group[0]]
+        for p in group[1:] + [None]:  # type: ignore[list-item]
+            prev = run[-1]
+            if p is not None and p.storage_offset() == prev.storage_offset() + prev.numel():
+                run.append(p)
+                continue
+            if len(run) == 1:
+                single.append(run[0])
+            else:
+                first, rows = run[0], sum(t.shape[0] for t in run)
+                region = (
+                    first.detach()
+                    .new_empty(0)
+                    .set_(first.untyped_storage(), first.storage_offset(), (rows, first.shape[1]))
+                )
+                total = total + _RunSquareSum.apply(region, [t.shape[0] for t in run], *run)
+            run = [p]
+    for p in single:
+        total = total + p.float().pow(2).sum()
+    return total
