@@ -347,3 +347,38 @@ def test_square_sum_of_packed_tables_matches_per_parameter() -> None:
     # a subset that leaves a gap in the packed rows is still summed right
     sub = [fe.tables["user"].weight, fe.tables["cat"].weight]
     torch.testing.assert_close(square_sum(sub), sum(p.pow(2).sum() for p in sub), rtol=1e-6, atol=0)
+
+
+def test_a_hooked_table_is_looked_up_alone_so_its_hooks_fire() -> None:
+    """Calibration observers hook ``embedding.tables.<name>``: its forward must run."""
+    schema = _schema()
+    batch = random_batch(schema, 16)
+    fe = FieldEmbedding(schema, 4, init_std=1.0)
+    plain = copy.deepcopy(fe)
+    plain.fuse = False
+    fe(batch)
+    seen = []
+    handle = fe.tables["item"].register_forward_hook(lambda m, args, out: seen.append(out.shape))
+    assert torch.equal(fe(batch), plain(batch))
+    assert seen == [torch.Size([16, 4])]
+    members = {id(t) for g in fe._plan.plan.groups for t in g.members()}
+    assert id(fe.tables["item"]) not in members and len(members) == 3
+    handle.remove()
+    fe(batch)
+    assert id(fe.tables["item"]) in {id(t) for g in fe._plan.plan.groups for t in g.members()}
+    assert len(seen) == 1
+
+
+def test_global_module_hooks_see_every_table() -> None:
+    schema = _schema()
+    batch = random_batch(schema, 16)
+    fe = FieldEmbedding(schema, 4)
+    called = []
+    handle = nn.modules.module.register_module_forward_hook(
+        lambda m, args, out: called.append(m) if isinstance(m, DenseTable) else None
+    )
+    try:
+        fe(batch)
+    finally:
+        handle.remove()
+    assert len(called) == 5  # user, tags, item, cat, city

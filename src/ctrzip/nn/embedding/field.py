@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from ctrzip.data.batch import Batch
 from ctrzip.data.schema import FeatureSchema
 from ctrzip.nn.embedding.base import DenseTable, EmbeddingTable, tensor_bytes
-from ctrzip.nn.embedding.fused import PlanSlot, tracing
+from ctrzip.nn.embedding.fused import PlanSlot, global_hooks, tracing
 
 
 class DenseFieldEmbed(nn.Module):
@@ -39,7 +39,8 @@ class FieldEmbedding(nn.Module):
     outputs and gradients equal to per-field lookups
     (``ctrzip.nn.embedding.fused``). The per-field tables keep owning their Parameters
     (state_dict keys unchanged); the packing is re-done on the next forward after a table is
-    swapped, moved or copied. A swapped-in table brings new Parameters: build optimizers
+    swapped, moved or copied; a table with forward hooks is looked up on its own (its
+    ``forward`` runs). A swapped-in table brings new Parameters: build optimizers
     after swaps. ``fuse=False`` (or setting ``self.fuse``) looks every field up on its own.
     ``sparse_grad=True`` makes packed dense tables return sparse COO gradients (for
     ``torch.optim.SparseAdam``; needs ``fuse``).
@@ -112,7 +113,8 @@ class FieldEmbedding(nn.Module):
         return (vecs * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
     def forward(self, batch: Batch, flatten: bool = False) -> Tensor:
-        if self.fuse and not tracing():  # a tracer sees the per-field graph (no re-packing)
+        # a tracer sees the per-field graph (no re-packing); global module hooks see every table
+        if self.fuse and not tracing() and not global_hooks():
             out = self._plan.get(self).forward(self, batch)  # [B, F, D]
         else:
             if self.sparse_grad:

@@ -39,6 +39,8 @@ from ctrzip.nn.embedding.base import DenseTable, EmbeddingTable
 __all__ = [
     "DenseTableGroup",
     "FusedPlan",
+    "hooked",
+    "global_hooks",
     "PlanSlot",
     "TableGroup",
     "can_pack",
@@ -329,7 +331,7 @@ class FusedPlan:
         for name, kind in fe._order:
             # a table serving several fields keeps its own storage (one Parameter cannot view
             # two rows ranges of the packed tensor)
-            if kind == "categorical" and uses[id(fe.tables[name])] == 1:
+            if kind == "categorical" and uses[id(fe.tables[name])] == 1 and not hooked(fe.tables[name]):
                 key = pack_key(fe.tables[name])
                 if key is not None:
                     by_key.setdefault(key, []).append(name)
@@ -410,12 +412,25 @@ def tracing() -> bool:
 
 
 def plan_signature(fe: nn.Module) -> tuple:
-    """What a plan was built for: each categorical field's table object and pack key."""
+    """What a plan was built for: each categorical field's table object, pack key and whether
+    it has hooks."""
     return tuple(
-        (name, id(fe.tables[name]), pack_key(fe.tables[name]))
+        (name, id(fe.tables[name]), pack_key(fe.tables[name]), hooked(fe.tables[name]))
         for name, kind in fe._order
         if kind == "categorical"
     )
+
+
+def hooked(module: nn.Module) -> bool:
+    """Whether ``module`` has forward (pre-)hooks: a packed table's own ``forward`` is not
+    called, so such a table (e.g. one ``compression.calibrate`` observes) is looked up alone."""
+    return bool(module._forward_hooks or module._forward_pre_hooks)
+
+
+def global_hooks() -> bool:
+    """Whether module hooks registered for every module are active (then nothing is packed)."""
+    m = nn.modules.module
+    return bool(m._global_forward_hooks or m._global_forward_pre_hooks)
 
 
 def _columns(cols: list[int]) -> slice | Tensor:
