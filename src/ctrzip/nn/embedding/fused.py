@@ -357,9 +357,14 @@ class FusedPlan:
         order: list[str] = []
         for kind, payload in self.units:
             order += payload[2] if kind == "group" else [payload]  # type: ignore[index,operator,list-item]
-        cat_pos = {n: i for i, n in enumerate(order)}
-        perm = [cat_pos[n] for n in names]
-        self.perm = None if perm == list(range(len(perm))) else torch.tensor(perm)
+        # interleaved units are written straight into their schema positions (one pass; a
+        # concat followed by a permuting index_select read and wrote the output twice)
+        self.interleaved = order != names
+        self.slots = [
+            _columns([pos[n] for n in payload[2]]) if kind == "group" else pos[payload]  # type: ignore[index]
+            for kind, payload in self.units
+        ]
+        self.num_fields = len(names)
 
     def current(self, fe: nn.Module) -> bool:
         return (
@@ -395,10 +400,22 @@ class FusedPlan:
                 chunks.append(group(self._take(batch.sparse, cols)))
             else:
                 chunks.append(fe.field_output(payload, batch).unsqueeze(1))
-        out = chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
-        if self.perm is not None:
-            out = out.index_select(1, self._on(self.perm, out.device))
+        if not self.interleaved or len({c.dtype for c in chunks}) != 1:
+            out = chunks[0] if len(chunks) == 1 else torch.cat(chunks, dim=1)
+            return out if not self.interleaved else self._permute(out)
+        first = chunks[0]
+        out = first.new_empty(first.shape[0], self.num_fields, first.shape[2])
+        for slot, chunk in zip(self.slots, chunks, strict=True):
+            if isinstance(slot, Tensor):
+                out.index_copy_(1, self._on(slot, out.device), chunk)
+            else:
+                out[:, slot] = chunk.squeeze(1) if isinstance(slot, int) else chunk
         return out
+
+    def _permute(self, out: Tensor) -> Tensor:
+        """Units' concatenated outputs into schema order (units of mixed dtypes only)."""
+        order = torch.cat([s if isinstance(s, Tensor) else _index_of(s) for s in self.slots])
+        return out.index_select(1, torch.argsort(order).to(out.device))
 
 
 def tracing() -> bool:
@@ -431,6 +448,13 @@ def global_hooks() -> bool:
     """Whether module hooks registered for every module are active (then nothing is packed)."""
     m = nn.modules.module
     return bool(m._global_forward_hooks or m._global_forward_pre_hooks)
+
+
+def _index_of(slot: int | slice) -> Tensor:
+    """Schema positions of an int or slice slot as an int64 tensor."""
+    if isinstance(slot, int):
+        return torch.tensor([slot])
+    return torch.arange(slot.start, slot.stop)
 
 
 def _columns(cols: list[int]) -> slice | Tensor:

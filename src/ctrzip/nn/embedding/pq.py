@@ -18,8 +18,9 @@ instead of their codes, so padding and OOV never take part in quantization.
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,9 @@ from torch import Tensor, nn
 
 from ctrzip.nn.embedding.base import EmbeddingTable, tensor_bytes
 from ctrzip.nn.swappable import register_swappable
+
+if TYPE_CHECKING:
+    from ctrzip.nn.embedding.fused import TableGroup
 
 Layout = Literal["concat", "additive"]
 
@@ -221,6 +225,20 @@ class PQTable(EmbeddingTable):
     def materialize(self) -> Tensor:
         with torch.no_grad():
             return self.forward(torch.arange(self.num_embeddings, device=self.codes.device))
+
+    def group_class(self) -> type[TableGroup] | None:
+        """``PQTableGroup`` (one code gather + one codebook gather for several fields); None
+        for subclasses other than ``SharedCodesPQTable`` (they may compute something else)."""
+        if type(self) not in (PQTable, SharedCodesPQTable):
+            return None
+        from ctrzip.nn.embedding.fused_pq import PQTableGroup
+
+        return PQTableGroup
+
+    def group_key(self) -> Hashable:
+        from ctrzip.nn.embedding.fused_pq import pq_group_key
+
+        return pq_group_key(self)
 
     def code_nbytes(self) -> int:
         """Bytes of the codes as stored (``V * M * itemsize``)."""

@@ -23,7 +23,8 @@ The padding id maps to exactly zero.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -31,6 +32,9 @@ from torch import Tensor
 from ctrzip.errors import CompressionError
 from ctrzip.nn.embedding.base import EmbeddingTable
 from ctrzip.nn.swappable import register_swappable
+
+if TYPE_CHECKING:
+    from ctrzip.nn.embedding.fused import TableGroup
 
 BITS = (16, 8, 4, 2)
 _PREPACK = {
@@ -171,6 +175,20 @@ class RowwiseQuantTable(EmbeddingTable):
     def nbytes(self) -> int:
         buf = self.fp16_rows if self.bits == 16 else self.packed
         return buf.numel() * buf.element_size()
+
+    def group_class(self) -> type[TableGroup] | None:
+        """``RowwiseQuantGroup`` (one quantized-operator call for several fields); None for
+        subclasses (they may compute something else)."""
+        if type(self) is not RowwiseQuantTable:
+            return None
+        from ctrzip.nn.embedding.fused_rowwise import RowwiseQuantGroup
+
+        return RowwiseQuantGroup
+
+    def group_key(self) -> Hashable:
+        from ctrzip.nn.embedding.fused_rowwise import rowwise_group_key
+
+        return rowwise_group_key(self)
 
     def spec(self) -> dict[str, Any]:
         return {
