@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -56,6 +54,7 @@ sys.path.insert(0, str(HERE))
 from _common import write_result  # noqa: E402
 from peer.clock import StepClock  # noqa: E402
 
+from ctrzip.bench.provenance import machine  # noqa: E402
 from ctrzip.compression.mec.projection import CRITEO_C, CRITEO_I  # noqa: E402  (Criteo vocab, min_count 10)
 from ctrzip.data.batch import Batch  # noqa: E402
 from ctrzip.data.dataset import EncodedDataset, SplitArrays, save_split  # noqa: E402
@@ -221,15 +220,8 @@ def machine_name(device: torch.device) -> str:
     """The machine in words, for the result and the printed header."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores (shared with other jobs: compare ratios, not absolutes)"
+    m = machine()
+    return f"{m['cpu']}, {m['cores']} cores (shared with other jobs: compare ratios, not absolutes)"
 
 
 def peer_figures() -> dict[str, Any] | None:

@@ -380,7 +380,6 @@ class DistributedTrainer(Trainer):
     # ------------------------------------------------------------ step
     def _step(self, model: nn.Module, batch: Any) -> Tensor:
         """One DDP step on this rank's slice; returns the global batch's loss (same on all ranks)."""
-        cfg = self.config
         total, mine = self._loader.step_rows
         with self._autocast():
             logits = self._ddp(batch)
@@ -390,19 +389,7 @@ class DistributedTrainer(Trainer):
         part = bce / total if mine else bce * 0.0  # an empty slice's stand-in row weighs nothing
         reg = self._regularization(model)
         loss = part * dist.world_size() + reg  # DDP averages over ranks: this sums the slices
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
-        else:
-            loss.backward()
-        if cfg.clip_grad_norm is not None:
-            self._clip(cfg.clip_grad_norm)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
+        self._backward_and_update(loss)
         shown = dist.all_reduce_sum_(part.detach().clone())
         return shown + (reg.detach() if isinstance(reg, Tensor) else reg)
 

@@ -396,11 +396,16 @@ class Trainer:
         return st.history.stopped_early or hit_max
 
     def _step(self, model: nn.Module, batch: Any) -> Tensor:
-        cfg = self.config
         with self._autocast():
             logits = model(batch)
         loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), batch.label.float())
         loss = loss + self._regularization(model)
+        self._backward_and_update(loss)
+        return loss.detach()
+
+    def _backward_and_update(self, loss: Tensor) -> None:
+        """zero_grad, backward (scaled under fp16 AMP), optional clipping, optimizer step."""
+        cfg = self.config
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -414,7 +419,6 @@ class Trainer:
             self.scaler.update()
         else:
             self.optimizer.step()
-        return loss.detach()
 
     def _clip(self, max_norm: float) -> None:
         """Clip the global gradient norm.
