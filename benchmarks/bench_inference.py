@@ -41,7 +41,7 @@ from ctrzip.data.dataset import EncodedDataset
 from ctrzip.data.loader import BatchLoader
 from ctrzip.export import artifact
 from ctrzip.models.base import build_model
-from ctrzip.nn.embedding.fused import set_fuse
+from ctrzip.nn.embedding.fused_plan import set_fuse
 from ctrzip.train.train_config import TrainConfig
 from ctrzip.train.trainer import Trainer
 

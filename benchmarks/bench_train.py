@@ -62,7 +62,7 @@ from ctrzip.data.loader import BatchLoader, resolve_device  # noqa: E402
 from ctrzip.data.schema import FeatureSchema, FieldSpec  # noqa: E402
 from ctrzip.models.base import CTRModel, build_model  # noqa: E402
 from ctrzip.nn.embedding.field import FieldEmbedding  # noqa: E402
-from ctrzip.nn.embedding.fused import set_fuse  # noqa: E402
+from ctrzip.nn.embedding.fused_plan import set_fuse  # noqa: E402
 from ctrzip.nn.embedding.lazy_adam import LazyAdam  # noqa: E402
 from ctrzip.train import TrainConfig, Trainer, predict  # noqa: E402
 

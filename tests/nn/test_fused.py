@@ -16,7 +16,8 @@ from ctrzip.models import MODELS, build_model
 from ctrzip.nn.embedding import fused as fused_mod
 from ctrzip.nn.embedding.base import DenseTable
 from ctrzip.nn.embedding.field import FieldEmbedding
-from ctrzip.nn.embedding.fused import DenseTableGroup, TableGroup, restore_fuse, set_fuse
+from ctrzip.nn.embedding.fused import DenseTableGroup, TableGroup
+from ctrzip.nn.embedding.fused_plan import restore_fuse, set_fuse
 from ctrzip.nn.embedding.pq import PQTable
 from ctrzip.nn.swappable import replace_module
 from tests.conftest import random_batch

@@ -19,7 +19,7 @@ from ctrzip.nn.embedding.banded import BandedTable
 from ctrzip.nn.embedding.bands import BandSpec
 from ctrzip.nn.embedding.base import DenseTable
 from ctrzip.nn.embedding.field import FieldEmbedding
-from ctrzip.nn.embedding.fused import set_fuse
+from ctrzip.nn.embedding.fused_plan import set_fuse
 from ctrzip.nn.embedding.fused_pq import PQTableGroup
 from ctrzip.nn.embedding.fused_rowwise import RowwiseQuantGroup
 from ctrzip.nn.embedding.pq import PQTable, SharedCodesPQTable

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ctrzip.models import build_model
-from ctrzip.nn.embedding import fused as fused_mod
+from ctrzip.nn.embedding import fused_plan as fused_mod
 from ctrzip.nn.embedding.field import FieldEmbedding
 from ctrzip.train import TrainConfig, Trainer
 from ctrzip.train.resume import RESUME_FREE

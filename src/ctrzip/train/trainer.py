@@ -37,7 +37,8 @@ from ctrzip.data.dataset import SplitArrays
 from ctrzip.data.loader import BatchLoader
 from ctrzip.errors import TrainingError
 from ctrzip.nn.embedding.field import FieldEmbedding
-from ctrzip.nn.embedding.fused import restore_fuse, set_fuse, square_sum
+from ctrzip.nn.embedding.fused import square_sum
+from ctrzip.nn.embedding.fused_plan import restore_fuse, set_fuse
 from ctrzip.progress import ProgressBars
 from ctrzip.train import checkpoint as ckpt
 from ctrzip.train.checks import (

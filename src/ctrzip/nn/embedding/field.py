@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from ctrzip.data.batch import Batch
 from ctrzip.data.schema import FeatureSchema
 from ctrzip.nn.embedding.base import DenseTable, EmbeddingTable, tensor_bytes
-from ctrzip.nn.embedding.fused import PlanSlot, global_hooks, tracing
+from ctrzip.nn.embedding.fused_plan import PlanSlot, global_hooks, tracing
 
 
 class DenseFieldEmbed(nn.Module):
